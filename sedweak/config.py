@@ -1,0 +1,381 @@
+"""Typed, frozen experiment configuration loaded strictly from recipe YAML.
+
+One dataclass per concern. Units are part of the field names. ``load_config``
+rejects unknown keys and wrong types, applies dotted ``section.key=value``
+overrides, and ``save_config`` writes the fully resolved config next to a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not describe a valid configuration."""
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Log-mel front end (Turpault et al. / Adavanne & Virtanen setting)."""
+
+    sample_rate_hz: int = 16000
+    window_seconds: float = 0.025
+    hop_seconds: float = 0.010
+    n_fft: int = 512
+    n_mels: int = 64
+    mel_min_hz: float = 0.0
+    mel_max_hz: float = 8000.0
+    amin_power: float = 1e-10  # floor before log10, as librosa.power_to_db's amin
+
+    def __post_init__(self) -> None:
+        _check(self.sample_rate_hz > 0, "features.sample_rate_hz must be > 0")
+        _check(self.window_samples <= self.n_fft, "features.window_seconds exceeds n_fft")
+        _check(self.hop_samples > 0, "features.hop_seconds is too small")
+        _check(0 <= self.mel_min_hz < self.mel_max_hz <= self.sample_rate_hz / 2,
+               "features: need 0 <= mel_min_hz < mel_max_hz <= sample_rate_hz / 2")
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_seconds * self.sample_rate_hz))
+
+    @property
+    def hop_samples(self) -> int:
+        return int(round(self.hop_seconds * self.sample_rate_hz))
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.sample_rate_hz / self.hop_samples
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames for a signal of ``num_samples``: frame i covers [i*hop, (i+1)*hop)."""
+        return num_samples // self.hop_samples
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Scaper-like soundscape synthesis from a sound bank (see ``sedweak.synth``)."""
+
+    mode: str = "multi"  # "waa": exactly one event per clip; "multi": 0..max_events
+    num_train_clips: int = 400
+    num_valid_clips: int = 80
+    num_eval_clips: int = 100
+    max_events: int = 3
+    min_events: int = 0
+    onset_mean_seconds: float = 5.0
+    onset_std_seconds: float = 2.0
+    onset_min_seconds: float = 0.25
+    onset_max_seconds: float = 10.0
+    snr_min_db: float = 6.0
+    snr_max_db: float = 30.0
+    allow_same_class_overlap: bool = False
+    background_gain_db: float = -20.0  # background level relative to full scale (RMS dBFS)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.mode in ("waa", "multi"), f"synth.mode must be 'waa' or 'multi', got {self.mode!r}")
+        _check(0 <= self.min_events <= self.max_events, "synth: need 0 <= min_events <= max_events")
+        _check(self.snr_min_db <= self.snr_max_db, "synth: need snr_min_db <= snr_max_db")
+        _check(self.onset_min_seconds <= self.onset_max_seconds, "synth: onset bounds reversed")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where clips and labels come from."""
+
+    dataset: str = "synth"  # "synth": synthesize from a sound bank; "folder": an existing set
+    # Dataset folder (audio/<split>/*.wav, metadata/<split>.tsv, metadata/<split>_weak.tsv).
+    # Empty: <workdir>/data. For "synth" it is where the soundscapes are written.
+    root: str = ""
+    soundbank: str = "embedded"  # "embedded" or a path laid out like shared/soundbank
+    classes: tuple[str, ...] = ()  # empty: every foreground class of the bank
+    clip_seconds: float = 10.0
+    label_type: str = "strong"  # "strong": frame targets from TSV; "weak": clip tags only
+    synth: SynthConfig = field(default_factory=SynthConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.dataset in ("synth", "folder"), "data.dataset must be 'synth' or 'folder'")
+        _check(self.label_type in ("strong", "weak"), "data.label_type must be 'strong' or 'weak'")
+        _check(self.clip_seconds > 0, "data.clip_seconds must be > 0")
+        _check(len(set(self.classes)) == len(self.classes), "data.classes has duplicates")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Seeded on-the-fly augmentation of training log-mels (none at validation)."""
+
+    gain_db_max: float = 6.0  # uniform gain in [-max, +max] dB (a shift of the log-mel)
+    time_shift: bool = True  # circular shift of features and strong targets together
+    freq_mask_bands_max: int = 8  # SpecAugment-style: one band block set to the clip mean
+    mix_probability: float = 0.3  # mix with another clip (power domain), targets united
+
+    def __post_init__(self) -> None:
+        _check(self.gain_db_max >= 0, "augment.gain_db_max must be >= 0")
+        _check(self.freq_mask_bands_max >= 0, "augment.freq_mask_bands_max must be >= 0")
+        _check(0.0 <= self.mix_probability <= 1.0, "augment.mix_probability must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """CRNN hyper-parameters. ``preset`` names the defaults the other keys override."""
+
+    preset: str = "fast"
+    conv_filters: tuple[int, ...] = (16, 32, 64)
+    conv_kernel_size: int = 3
+    conv_pool_freq: tuple[int, ...] = (4, 4, 4)
+    conv_pool_time: tuple[int, ...] = (1, 1, 1)
+    conv_activation: str = "relu"  # "relu" or "glu"
+    dropout_rate: float = 0.25
+    rnn_units: tuple[int, ...] = (32,)  # per direction, bidirectional GRU per entry
+    dense_units: tuple[int, ...] = ()
+    weak_pooling: str = "linear_softmax"  # max | mean | attention | linear_softmax
+    embedding_dim: int = 64
+
+    def __post_init__(self) -> None:
+        n = len(self.conv_filters)
+        _check(len(self.conv_pool_freq) == n and len(self.conv_pool_time) == n,
+               "model: conv_filters, conv_pool_freq and conv_pool_time need the same length")
+        _check(self.conv_activation in ("relu", "glu"), "model.conv_activation must be relu or glu")
+        _check(self.weak_pooling in ("max", "mean", "attention", "linear_softmax"),
+               f"model.weak_pooling must be max, mean, attention or linear_softmax, got {self.weak_pooling!r}")
+        _check(0.0 <= self.dropout_rate < 1.0, "model.dropout_rate must be in [0, 1)")
+        _check(self.embedding_dim > 0, "model.embedding_dim must be > 0")
+
+    @property
+    def time_pooling(self) -> int:
+        """Total pooling over time: model frames = feature frames // time_pooling."""
+        out = 1
+        for p in self.conv_pool_time:
+            out *= p
+        return out
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weighted strong + weak BCE (Adavanne & Virtanen)."""
+
+    strong_weight: float = 1.0
+    weak_weight: float = 1.0
+    # For clips with weak labels only: "repeat" the clip label on every frame
+    # (the paper) or "mask" the strong loss for those clips (DESED practice).
+    weak_clip_strong_target: str = "repeat"
+
+    def __post_init__(self) -> None:
+        _check(self.strong_weight >= 0 and self.weak_weight >= 0, "loss weights must be >= 0")
+        _check(self.weak_clip_strong_target in ("repeat", "mask"),
+               "loss.weak_clip_strong_target must be 'repeat' or 'mask'")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 16
+    epochs: int = 30
+    learning_rate: float = 1e-3
+    early_stopping_patience_epochs: int = 8
+    seed: int = 0
+    jit_compile: bool = False  # XLA on CPU: minutes of compilation and OOM (GUIDE §5)
+    fast_dev_run: bool = False  # a couple of batches, one epoch: a smoke run of a recipe
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size > 0 and self.epochs > 0, "train.batch_size and train.epochs must be > 0")
+        _check(self.learning_rate > 0, "train.learning_rate must be > 0")
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Frame probabilities -> events (DESED baseline conventions)."""
+
+    threshold: float = 0.5
+    class_thresholds: tuple[tuple[str, float], ...] = ()  # per-class overrides
+    median_filter_seconds: float = 0.45
+    min_duration_seconds: float = 0.25
+    min_gap_seconds: float = 0.15
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.threshold < 1.0, "postprocess.threshold must be in (0, 1)")
+        for name, value in self.class_thresholds:
+            _check(0.0 < float(value) < 1.0, f"postprocess.class_thresholds[{name!r}] must be in (0, 1)")
+
+    def thresholds_for(self, classes: Sequence[str]) -> list[float]:
+        overrides = dict(self.class_thresholds)
+        unknown = set(overrides) - set(classes)
+        _check(not unknown, f"postprocess.class_thresholds names unknown classes {sorted(unknown)}")
+        return [float(overrides.get(c, self.threshold)) for c in classes]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """sed_eval settings (DCASE conventions)."""
+
+    segment_seconds: float = 1.0
+    t_collar_seconds: float = 0.2
+    percentage_of_length: float = 0.2
+
+
+@dataclass(frozen=True)
+class Config:
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested mapping, strictly (unknown keys are errors)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    data = dict(data)
+    base = None
+    if cls is ModelConfig and "preset" in data:
+        from sedweak.models.presets import get_preset
+
+        base = get_preset(str(data["preset"]))
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}" if where else name)
+    if base is not None:
+        return dataclasses.replace(base, **kwargs)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value or {}, where)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if isinstance(value, Mapping) and args and args[-1] is Ellipsis and typing.get_origin(args[0]) is tuple:
+            value = list(value.items())  # {Speech: 0.3} -> (("Speech", 0.3),)
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(hint):
+            if arg is type(None) and value is None:
+                return None
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{where}: {value!r} matches none of {hint}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict:
+    """``["train.epochs=3", "model.conv_filters=[8,8]"]`` -> nested dict (values parsed as YAML)."""
+    nested: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: empty key part")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict, extra: Mapping) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Load a recipe YAML (or the defaults when ``path`` is None) and apply overrides."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: recipe file not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+    raw = _merge(raw, parse_overrides(overrides))
+    try:
+        return from_dict(Config, raw)
+    except ConfigError as err:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{err}") from None
+
+
+def to_dict(config: Any) -> dict:
+    """Plain nested dict (tuples become lists) suitable for YAML/JSON."""
+
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, tuple):
+            if value and all(isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value):
+                return {k: convert(v) for k, v in value}
+            return [convert(v) for v in value]
+        return value
+
+    return convert(config)
+
+
+def save_config(config: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    from sedweak.io_utils import atomic_write_text
+
+    return atomic_write_text(Path(path), yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -1,0 +1,70 @@
+"""From a config to ready arrays: synthesize or open the dataset, cache log-mels.
+
+``prepare_data`` is the one entry point training, evaluation and the demo share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sedweak.config import Config
+from sedweak.datasets.cache import CacheResult, _signature, cached_logmels
+from sedweak.datasets.folder import ClipSet, classes_in, load_split
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "valid", "eval")
+FAST_DEV_CLIPS = {"num_train_clips": 16, "num_valid_clips": 8, "num_eval_clips": 8}
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    root: Path
+    classes: tuple[str, ...]
+    clips: dict[str, ClipSet]
+    features: dict[str, CacheResult]
+
+    def failures(self) -> list[tuple[str, str]]:
+        return [(f"{s}/{name}", why) for s, r in self.features.items() for name, why in r.failed]
+
+
+def data_root(config: Config, workdir: Path) -> Path:
+    return Path(config.data.root) if config.data.root else Path(workdir) / "data"
+
+
+def synthesize_if_needed(config: Config, root: Path) -> list[str]:
+    """Render the synthetic soundscapes (skipped when already complete). Returns classes."""
+    from sedweak.soundbank import SoundBank
+    from sedweak.synth import synthesize
+
+    synth = config.data.synth
+    if config.train.fast_dev_run:
+        synth = dataclasses.replace(synth, **{k: min(v, getattr(synth, k)) for k, v in FAST_DEV_CLIPS.items()})
+    bank = SoundBank.open(config.data.soundbank)
+    result = synthesize(bank, synth, root, clip_seconds=config.data.clip_seconds,
+                        sample_rate_hz=config.features.sample_rate_hz,
+                        classes=list(config.data.classes) or None)
+    return list(result["classes"])
+
+
+def prepare_data(config: Config, workdir: Path, splits=SPLITS, progress: bool = True) -> PreparedData:
+    """Dataset splits and their cached log-mels for ``config``."""
+    root = data_root(config, workdir)
+    classes = list(config.data.classes)
+    if config.data.dataset == "synth":
+        classes = synthesize_if_needed(config, root)
+    clips = {s: load_split(root, s, classes or None) for s in splits}
+    classes = classes or classes_in(*clips.values())
+    signature = _signature(config.features, config.data.clip_seconds)
+    tag = hashlib.sha1(signature.encode()).hexdigest()[:10]
+    features = {}
+    for split, clipset in clips.items():
+        cache = root / "features" / f"{split}-{tag}.h5"
+        features[split] = cached_logmels(cache, clipset.audio_paths, clipset.filenames, config.features,
+                                         config.data.clip_seconds, progress=progress)
+        for name, why in features[split].failed:
+            log.warning("skipped %s/%s: %s", split, name, why)
+    return PreparedData(root, tuple(classes), clips, features)

@@ -1,0 +1,72 @@
+"""A dataset folder in the DESED layout, the common currency of sedweak.
+
+    <root>/audio/<split>/<clip>.wav
+    <root>/metadata/<split>.tsv        strong labels (optional)
+    <root>/metadata/<split>_weak.tsv   weak labels (optional)
+
+A split needs at least one of the two label files. Clips listed in the strong
+TSV have strong labels; clips only in the weak TSV have weak labels only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from sedweak.labels import Event, LabelError, read_strong_tsv, read_weak_tsv, weak_from_strong
+
+
+@dataclass(frozen=True)
+class ClipSet:
+    """Clips of one split. ``strong[name]`` is None for a weakly labelled clip."""
+
+    name: str
+    audio_paths: tuple[Path, ...]
+    filenames: tuple[str, ...]
+    weak: dict[str, list[str]]
+    strong: dict[str, list[Event] | None]
+
+    def __len__(self) -> int:
+        return len(self.filenames)
+
+    @property
+    def strong_reference(self) -> dict[str, list[Event]]:
+        """Strongly labelled clips only: the reference for detection metrics."""
+        return {f: list(ev) for f, ev in self.strong.items() if ev is not None}
+
+    def subset(self, keep: Sequence[int]) -> "ClipSet":
+        names = tuple(self.filenames[i] for i in keep)
+        return ClipSet(self.name, tuple(self.audio_paths[i] for i in keep), names,
+                       {n: self.weak[n] for n in names}, {n: self.strong[n] for n in names})
+
+
+def load_split(root: str | Path, split: str, classes: Sequence[str] | None = None) -> ClipSet:
+    """Read one split of a dataset folder; label names outside ``classes`` are errors."""
+    root = Path(root)
+    strong_path = root / "metadata" / f"{split}.tsv"
+    weak_path = root / "metadata" / f"{split}_weak.tsv"
+    if not strong_path.is_file() and not weak_path.is_file():
+        raise LabelError(f"{root}: split {split!r} has neither {strong_path.name} nor {weak_path.name} "
+                         f"in {root / 'metadata'}")
+    strong: dict[str, list[Event] | None] = {}
+    weak: dict[str, list[str]] = {}
+    if strong_path.is_file():
+        events = read_strong_tsv(strong_path, classes)
+        strong.update(events)
+        weak.update(weak_from_strong(events))
+    if weak_path.is_file():
+        for name, labels in read_weak_tsv(weak_path, classes).items():
+            if name in strong and set(weak[name]) != set(labels):
+                raise LabelError(f"{weak_path}: weak labels of {name} {labels} disagree with "
+                                 f"{strong_path.name} {weak[name]}")
+            strong.setdefault(name, None)
+            weak[name] = labels
+    names = tuple(sorted(strong))
+    audio_dir = root / "audio" / split
+    return ClipSet(split, tuple(audio_dir / n for n in names), names, weak, strong)
+
+
+def classes_in(*clipsets: ClipSet) -> list[str]:
+    """Sorted union of the labels used in ``clipsets``."""
+    return sorted({label for cs in clipsets for labels in cs.weak.values() for label in labels})

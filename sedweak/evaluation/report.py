@@ -1,0 +1,112 @@
+"""One flat dictionary of the numbers a DCASE-style table reports, and the tables.
+
+``score_events`` is the single entry point used by training, sweeps and the
+``sedweak score`` command; its keys are fixed (``METRIC_KEYS`` + ``per_class``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from sedweak.config import EvalConfig
+from sedweak.evaluation.detection import EventsByFile, check_files_and_labels, evaluate_detection
+from sedweak.evaluation.tagging import tagging_scores
+from sedweak.labels import LabelError, read_strong_tsv, weak_from_strong
+
+METRIC_KEYS = (
+    "tagging.precision", "tagging.recall", "tagging.f1", "tagging.f1_macro",
+    "segment.error_rate", "segment.f1", "segment.f1_macro",
+    "event.error_rate", "event.f1", "event.f1_macro",
+)
+PER_CLASS_KEYS = ("tagging.f1", "segment.f1", "segment.error_rate", "event.f1", "event.error_rate")
+
+# Column titles of the tables; F / P / R are shown in percent, ER as a plain ratio.
+_TITLES = {
+    "tagging.precision": "Tag P %", "tagging.recall": "Tag R %", "tagging.f1": "Tag F1 %",
+    "tagging.f1_macro": "Tag F1 macro %", "segment.error_rate": "Seg ER", "segment.f1": "Seg F1 %",
+    "segment.f1_macro": "Seg F1 macro %", "event.error_rate": "Event ER", "event.f1": "Event F1 %",
+    "event.f1_macro": "Event F1 macro %",
+}
+
+
+def score_events(reference: EventsByFile, estimated: EventsByFile, classes: Sequence[str],
+                 config: EvalConfig = EvalConfig()) -> dict:
+    """Tagging, segment-based and event-based scores of estimated events against a reference.
+
+    Args:
+        reference: ``{filename: [Event, ...]}``; every listed file is scored.
+        estimated: same layout; missing reference files count as "nothing detected";
+            files absent from the reference are a LabelError.
+        classes: evaluated class names; other labels are a LabelError.
+        config: segment length and event collar (see ``EvalConfig``).
+
+    Returns:
+        Exactly the keys of ``METRIC_KEYS`` (floats; F / P / R as fractions in [0, 1])
+        plus ``"per_class"``: class -> {key: float for key in PER_CLASS_KEYS}. Clip tags
+        are the labels of each file's events. Undefined values follow
+        ``sedweak.evaluation.detection`` (F1 0.0; ER 0.0 or inf when Nref = 0).
+    """
+    check_files_and_labels(reference, estimated, classes)
+    tagging = tagging_scores(weak_from_strong(reference), weak_from_strong(estimated), classes)
+    detection = evaluate_detection(reference, estimated, classes, config)
+    seg, ev = detection["segment"], detection["event"]
+    out = {
+        "tagging.precision": tagging["precision"], "tagging.recall": tagging["recall"],
+        "tagging.f1": tagging["f1"], "tagging.f1_macro": tagging["f1_macro"],
+        "segment.error_rate": seg["error_rate"], "segment.f1": seg["f1"], "segment.f1_macro": seg["f1_macro"],
+        "event.error_rate": ev["error_rate"], "event.f1": ev["f1"], "event.f1_macro": ev["f1_macro"],
+    }
+    out["per_class"] = {
+        c: {"tagging.f1": tagging["per_class"][c]["f1"],
+            "segment.f1": seg["per_class"][c]["f1"], "segment.error_rate": seg["per_class"][c]["error_rate"],
+            "event.f1": ev["per_class"][c]["f1"], "event.error_rate": ev["per_class"][c]["error_rate"]}
+        for c in classes
+    }
+    return {k: float(v) if k != "per_class" else v for k, v in out.items()}
+
+
+def _cell(key: str, value: float) -> str:
+    if key.endswith("error_rate"):
+        return "inf" if math.isinf(value) else f"{value:.2f}"
+    return f"{100.0 * value:.1f}"
+
+
+def _table(first_title: str, columns: Sequence[str], rows: Mapping[str, Mapping[str, float]]) -> str:
+    header = [first_title] + [_TITLES[c] for c in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(columns)) + "|"]
+    for name, values in rows.items():
+        lines.append("| " + " | ".join([str(name)] + [_cell(c, values[c]) for c in columns]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table(metrics_by_system: Mapping[str, Mapping[str, float]]) -> str:
+    """One row per system with the 10 overall numbers (F / P / R in %, ER plain)."""
+    return _table("System", METRIC_KEYS, metrics_by_system)
+
+
+def per_class_markdown(metrics: Mapping) -> str:
+    """One row per class of ``score_events`` output: tagging F1, segment F1 / ER, event F1 / ER."""
+    return _table("Class", PER_CLASS_KEYS, metrics["per_class"])
+
+
+def score_tsv(ref_path: str | Path, est_path: str | Path, classes: Sequence[str] | None = None,
+              config: EvalConfig = EvalConfig()) -> dict:
+    """``score_events`` on two DESED strong-label TSVs (header filename/onset/offset/event_label).
+
+    ``classes`` default to the sorted labels of the reference. A label outside
+    ``classes`` is a LabelError naming ``file:line``; so is a malformed row; an
+    estimated file not listed in the reference is a LabelError naming both files.
+    """
+    reference = read_strong_tsv(ref_path, classes)
+    if classes is None:
+        classes = sorted({e.label for events in reference.values() for e in events})
+        if not classes:
+            raise LabelError(f"{ref_path}: no event in the reference; pass the classes explicitly")
+    estimated = read_strong_tsv(est_path, classes)
+    extra = sorted(set(estimated) - set(reference))
+    if extra:
+        raise LabelError(f"{est_path}: file(s) {extra[:5]} not in the reference {ref_path}"
+                         + (f" ({len(extra)} in all)" if len(extra) > 5 else ""))
+    return score_events(reference, estimated, list(classes), config)

@@ -1,0 +1,109 @@
+"""Frame probabilities and events for audio of any length.
+
+Audio longer than the training clip is cut into windows of the clip length with
+50 % overlap; the frame probabilities of overlapping windows are averaged and the
+stitched track is post-processed once, so an event crossing a window boundary
+comes out once, never duplicated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from sedweak.artifacts import ModelInfo
+from sedweak.audio import AudioError, load_audio
+from sedweak.labels import Event
+from sedweak.postprocessing import probabilities_to_events
+
+
+def window_starts(num_frames: int, window_frames: int, hop_frames: int) -> list[int]:
+    """Window start frames covering ``num_frames``; the last window ends at the end."""
+    if num_frames <= window_frames:
+        return [0]
+    starts = list(range(0, num_frames - window_frames, hop_frames))
+    return starts + [num_frames - window_frames]
+
+
+def predict_logmel(model, logmel: np.ndarray, info: ModelInfo, batch_size: int = 8) -> np.ndarray:
+    """Log-mel (frames, n_mels) -> strong probabilities (frames // time_pooling, classes)."""
+    window, pool = info.clip_frames, info.time_pooling
+    hop = max(pool, (window // 2) // pool * pool)  # window hops land on model frames
+    frames = logmel.shape[0]
+    if frames < window:  # pad with the silence floor, like a zero-padded waveform
+        floor = 10.0 * np.log10(info.features.amin_power)
+        logmel = np.concatenate([logmel, np.full((window - frames, logmel.shape[1]), floor, np.float32)])
+    starts = window_starts(logmel.shape[0], window, hop)
+    out_frames = max(logmel.shape[0], window) // pool
+    total = np.zeros((out_frames, len(info.classes)), np.float64)
+    count = np.zeros((out_frames, 1), np.float64)
+    for b in range(0, len(starts), batch_size):
+        chunk = starts[b:b + batch_size]
+        x = np.stack([logmel[s:s + window] for s in chunk]).astype(np.float32)
+        strong = np.asarray(model.predict_on_batch(x)["strong"])
+        for s, probs in zip(chunk, strong):
+            total[s // pool:s // pool + probs.shape[0]] += probs
+            count[s // pool:s // pool + probs.shape[0]] += 1
+    probs = (total / np.maximum(count, 1)).astype(np.float32)
+    return probs[:max(1, frames // pool)]
+
+
+def predict_files(model, info: ModelInfo, paths: Sequence[str | Path], progress: bool = False
+                  ) -> tuple[dict[str, list[Event]], dict[str, np.ndarray], list[tuple[str, str]]]:
+    """Run the model over audio files of any length.
+
+    Returns (events by file name, frame probabilities by file name, failures as
+    (path, reason)) -- a bad file is reported, not fatal.
+    """
+    from sedweak.features import logmel_librosa
+
+    events, probs, failed = {}, {}, []
+    iterator: Iterable = paths
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(paths, desc="predict", unit="file")
+    for path in iterator:
+        path = Path(path)
+        try:
+            waveform = load_audio(path, info.features.sample_rate_hz)
+        except AudioError as err:
+            failed.append((str(path), str(err)))
+            continue
+        track = predict_logmel(model, logmel_librosa(waveform, info.features), info)
+        probs[path.name] = track
+        events[path.name] = probabilities_to_events(track, info.classes, info.model_frames_per_second,
+                                                    path.name, info.postprocess)
+    return events, probs, failed
+
+
+def save_frame_probabilities(path: str | Path, probs: dict[str, np.ndarray], info: ModelInfo) -> Path:
+    """HDF5: one (frames, classes) dataset per file, rate and classes as attributes."""
+    import os
+
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with h5py.File(tmp, "w") as h5:
+        h5.attrs["frames_per_second"] = info.model_frames_per_second
+        h5.attrs["classes"] = [c.encode() for c in info.classes]
+        for name, track in probs.items():
+            h5.create_dataset(name, data=track)
+    os.replace(tmp, path)
+    return path
+
+
+def audio_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """Expand folders into the audio files they contain (recursively), sorted."""
+    suffixes = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
+    out: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            out.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in suffixes))
+        else:
+            out.append(item)
+    return out

@@ -1,0 +1,148 @@
+"""``run(config, workdir)``: train the CRNN, keep the best checkpoint, evaluate it.
+
+Workdir layout:
+  config.yaml              the resolved config of this run
+  checkpoints/             best.keras, last.keras (+ .json sidecars), state.json
+  history.csv              one row per epoch (Keras CSVLogger)
+  tensorboard/             TensorBoard logs
+  model.keras, model.json  the best model, ready for ``sedweak predict``
+  eval_events.tsv          detections on the eval split (DESED format)
+  metrics.json             DCASE metrics on the eval split
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sedweak.artifacts import ModelInfo, load_model, save_model
+from sedweak.callbacks import ResumableCheckpoint, read_state
+from sedweak.config import Config, save_config
+from sedweak.data_prep import PreparedData, prepare_data
+from sedweak.io_utils import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+class WorkdirError(RuntimeError):
+    """A workdir that would mix two runs."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    workdir: Path
+    model_path: Path
+    metrics: dict
+    epochs_run: int
+    failures: tuple[tuple[str, str], ...]
+
+
+def model_info(config: Config, classes) -> ModelInfo:
+    return ModelInfo(tuple(classes), config.features, config.postprocess,
+                     config.model.time_pooling, config.data.clip_seconds)
+
+
+def _batches(config: Config, data: PreparedData, split: str, info: ModelInfo, training: bool):
+    from sedweak.datasets.batches import ClipBatches, build_targets
+
+    cached = data.features[split]
+    model_frames = info.clip_frames // info.time_pooling
+    strong, weak = build_targets(data.clips[split], cached.filenames, info.classes, model_frames,
+                                 info.model_frames_per_second, config.data.label_type,
+                                 config.loss.weak_clip_strong_target)
+    return ClipBatches(cached.features, strong, weak, config.train.batch_size, info.time_pooling,
+                       shuffle=training, augment=config.augment if training else None,
+                       seed=config.train.seed, max_batches=2 if config.train.fast_dev_run else None)
+
+
+def _compile(model, config: Config) -> None:
+    import keras
+
+    from sedweak.losses import strong_weak_losses
+
+    losses, weights = strong_weak_losses(config.loss.strong_weight, config.loss.weak_weight)
+    model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate), loss=losses,
+                  loss_weights=weights, jit_compile=config.train.jit_compile)
+
+
+def _model_for(config: Config, info: ModelInfo, checkpoints: Path, resume: bool):
+    """A fresh compiled model, or the last checkpoint's when resuming. Returns (model, state)."""
+    from sedweak.models.crnn import build_crnn
+
+    state = read_state(checkpoints)
+    if state is not None and not resume:
+        raise WorkdirError(f"{checkpoints}: a previous run left checkpoints here; pass --resume to "
+                           "continue it, or choose another --workdir")
+    if state is not None:
+        model, _ = load_model(checkpoints / "last.keras", compile=True)
+        log.info("resuming after epoch %d (best %s %.4f)", state["epoch"], state["monitor"], state["best"])
+        return model, state
+    model = build_crnn(config.model, len(info.classes), config.features.n_mels, info.clip_frames)
+    _compile(model, config)
+    return model, None
+
+
+def seed_everything(seed: int) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def fit(config: Config, workdir: Path, data: PreparedData, resume: bool = False, verbose: int = 1):
+    """Train on ``data``; returns (best model, info, epochs run)."""
+    import keras
+
+    seed_everything(config.train.seed)
+    info = model_info(config, data.classes)
+    checkpoints = workdir / "checkpoints"
+    model, state = _model_for(config, info, checkpoints, resume)
+    initial_epoch = state["epoch"] if state else 0
+    epochs = 1 if config.train.fast_dev_run else config.train.epochs
+    callbacks = [
+        ResumableCheckpoint(checkpoints, info, config.train.early_stopping_patience_epochs, state=state),
+        keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=state is not None),
+        keras.callbacks.TensorBoard(str(workdir / "tensorboard"), write_graph=False),
+    ]
+    stopped_early = state is not None and state["wait"] >= config.train.early_stopping_patience_epochs
+    if initial_epoch < epochs and not stopped_early:
+        with warnings.catch_warnings():
+            # The embedding head has no loss until an embedding recipe gives it one.
+            warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
+            model.fit(_batches(config, data, "train", info, True),
+                      validation_data=_batches(config, data, "valid", info, False),
+                      epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+    best, _ = load_model(checkpoints / "best.keras")
+    return best, info, read_state(checkpoints)["epoch"]
+
+
+def run(config: Config, workdir: str | Path, resume: bool = False, verbose: int = 1,
+        data: PreparedData | None = None) -> RunResult:
+    """Train, select the best epoch on the valid split, evaluate on eval, write artifacts."""
+    from sedweak.evaluate import evaluate_split
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    save_config(config, workdir / "config.yaml")
+    data = data or prepare_data(config, workdir, progress=verbose > 0)
+    for split in ("train", "valid"):
+        if len(data.features[split].filenames) == 0:
+            raise ValueError(f"{data.root}: no usable clips in split {split!r}")
+    model, info, epochs_run = fit(config, workdir, data, resume, verbose)
+    model_path = save_model(model, workdir / "model.keras", info)
+    metrics = evaluate_split(model, info, data.clips["eval"], data.features["eval"], config.evaluation,
+                             out_tsv=workdir / "eval_events.tsv")
+    atomic_write_json(workdir / "metrics.json", metrics)
+    failures = tuple(data.failures())
+    if failures:
+        atomic_write_json(workdir / "skipped_clips.json", [list(f) for f in failures])
+    return RunResult(workdir, model_path, metrics, epochs_run, failures)
+
+
+def count_weights(model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))

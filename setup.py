@@ -1,0 +1,40 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="sedweak",
+    version="0.1.0",
+    description="Sound event detection from weakly labelled audio: CRNN with strong and weak outputs, "
+    "DCASE metrics, loss sweeps, saliency and TFLite export.",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8")
+    if Path(__file__).with_name("README.md").exists()
+    else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["sedweak", "sedweak.*"]),
+    package_data={"sedweak": ["data/soundbank/*.csv", "data/soundbank/*.md",
+                              "data/soundbank/*/*/*.flac"]},
+    install_requires=[
+        # CPU wheel: no CUDA libraries to download; the same API as `tensorflow`.
+        # On a GPU box install `tensorflow[and-cuda]` instead (see README).
+        "tensorflow-cpu==2.21.*",
+        "keras>=3.15,<4",
+        "tensorboard>=2.20",  # Keras' TensorBoard callback needs it; tensorflow-cpu 2.21 does not pull it
+        "numpy>=1.26",
+        "librosa>=0.10",
+        "soundfile>=0.12",
+        "sed_eval>=0.2.1",
+        "h5py>=3.10",
+        "click>=8.1",
+        "pyyaml>=6",
+        "matplotlib>=3.8",
+        "scikit-learn>=1.4",
+    ],
+    extras_require={
+        "test": ["pytest>=8"],
+        "edge": ["ai-edge-litert>=2.0", "numpy", "soundfile"],
+    },
+    entry_points={"console_scripts": ["sedweak=sedweak.cli:main"]},
+)

@@ -1,0 +1,81 @@
+"""Config loading (strict, typed, overrides) and atomic JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from sedweak.config import Config, ConfigError, load_config, save_config, to_dict
+from sedweak.io_utils import atomic_write_json
+
+
+def write(tmp_path, text):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_units():
+    config = load_config()
+    assert isinstance(config, Config)
+    assert config.features.hop_samples == 160 and config.features.window_samples == 400
+    assert config.features.num_frames(160000) == 1000
+
+
+def test_unknown_key_is_an_error_naming_the_file_and_key(tmp_path):
+    path = write(tmp_path, "train:\n  epochz: 3\n")
+    with pytest.raises(ConfigError, match=r"recipe.yaml.*train.*epochz"):
+        load_config(path)
+
+
+def test_wrong_type_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="train.batch_size: expected an integer"):
+        load_config(write(tmp_path, "train:\n  batch_size: many\n"))
+    with pytest.raises(ConfigError, match="expected true/false"):
+        load_config(overrides=["train.jit_compile=3"])
+
+
+def test_overrides_parse_yaml_values_and_nest():
+    config = load_config(overrides=["train.epochs=3", "model.conv_filters=[8, 8, 8]", "data.synth.seed=7"])
+    assert config.train.epochs == 3
+    assert config.model.conv_filters == (8, 8, 8)
+    assert config.data.synth.seed == 7
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(overrides=["train.epochs"])
+
+
+def test_preset_fills_defaults_and_keys_override(tmp_path):
+    config = load_config(write(tmp_path, "model:\n  preset: adavanne\n  dropout_rate: 0.1\n"))
+    assert config.model.conv_filters == (64, 64, 64) and config.model.rnn_units == (64, 64)
+    assert config.model.dropout_rate == 0.1
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_config(overrides=["model.preset=huge"])
+
+
+def test_validation_rejects_inconsistent_values():
+    with pytest.raises(ConfigError, match="weak_pooling"):
+        load_config(overrides=["model.weak_pooling=sum"])
+    with pytest.raises(ConfigError, match="same length"):
+        load_config(overrides=["model.conv_filters=[8]"])
+
+
+def test_per_class_thresholds_from_a_mapping():
+    config = load_config(overrides=["postprocess.class_thresholds={Speech: 0.3}"])
+    assert config.postprocess.thresholds_for(["Bird", "Speech"]) == [0.5, 0.3]
+    with pytest.raises(ConfigError, match="unknown classes"):
+        config.postprocess.thresholds_for(["Bird"])
+
+
+def test_saved_config_round_trips(tmp_path):
+    config = load_config(overrides=["train.epochs=3", "postprocess.class_thresholds={Bird: 0.4}"])
+    path = save_config(config, tmp_path / "config.yaml")
+    assert load_config(path) == config
+    assert to_dict(config)["postprocess"]["class_thresholds"] == {"Bird": 0.4}
+
+
+def test_atomic_json_is_strict_json(tmp_path):
+    path = atomic_write_json(tmp_path / "m.json", {"er": math.inf, "f": 0.5, "n": [math.nan]})
+    assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(c)) == {"er": None, "f": 0.5, "n": [None]}
+    assert not list(tmp_path.glob(".*tmp"))
