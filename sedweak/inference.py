@@ -30,13 +30,16 @@ def window_starts(num_frames: int, window_frames: int, hop_frames: int) -> list[
 def predict_logmel(model, logmel: np.ndarray, info: ModelInfo, batch_size: int = 8) -> np.ndarray:
     """Log-mel (frames, n_mels) -> strong probabilities (frames // time_pooling, classes)."""
     window, pool = info.clip_frames, info.time_pooling
-    hop = max(pool, (window // 2) // pool * pool)  # window hops land on model frames
+    covered = (window // pool) * pool  # feature frames behind a window's model frames
+    hop = max(pool, (covered // 2) // pool * pool)
     frames = logmel.shape[0]
-    if frames < window:  # pad with the silence floor, like a zero-padded waveform
+    out_frames = max(-(-frames // pool), covered // pool)
+    # Every window starts on the model-frame grid, so overlapping outputs add up frame by frame.
+    starts = window_starts(out_frames * pool, covered, hop)
+    padded_frames = starts[-1] + window
+    if padded_frames > frames:  # pad with the silence floor, like a zero-padded waveform
         floor = 10.0 * np.log10(info.features.amin_power)
-        logmel = np.concatenate([logmel, np.full((window - frames, logmel.shape[1]), floor, np.float32)])
-    starts = window_starts(logmel.shape[0], window, hop)
-    out_frames = max(logmel.shape[0], window) // pool
+        logmel = np.concatenate([logmel, np.full((padded_frames - frames, logmel.shape[1]), floor, np.float32)])
     total = np.zeros((out_frames, len(info.classes)), np.float64)
     count = np.zeros((out_frames, 1), np.float64)
     for b in range(0, len(starts), batch_size):

@@ -107,13 +107,16 @@ class ClipBatches(keras.utils.PyDataset):
             strong = unite_targets(strong, self.strong[other])
             weak = np.maximum(weak, self.weak[other])
         if aug.time_shift:
+            # Roll only the frames behind model frames, so features and targets stay aligned.
             shift_model = int(rng.integers(strong.shape[0]))
-            x = np.roll(x, shift_model * self.time_pooling, axis=0)
+            covered = strong.shape[0] * self.time_pooling
+            x = x.copy()
+            x[:covered] = np.roll(x[:covered], shift_model * self.time_pooling, axis=0)
             strong = np.roll(strong, shift_model, axis=0)
         if aug.gain_db_max > 0:
             x = x + rng.uniform(-aug.gain_db_max, aug.gain_db_max)
         if aug.freq_mask_bands_max > 0:
-            width = int(rng.integers(0, aug.freq_mask_bands_max + 1))
+            width = int(rng.integers(0, min(aug.freq_mask_bands_max, x.shape[1]) + 1))
             start = int(rng.integers(0, x.shape[1] - width + 1))
             x[:, start:start + width] = x.mean()
         return x.astype(np.float32), strong, weak

@@ -89,6 +89,8 @@ def cached_logmels(cache_path: Path, paths: Sequence[Path], filenames: Sequence[
     # Missing, or stale (the audio changed, e.g. re-synthesized): (re)compute.
     features, ok, failed = compute_logmels(paths, config, clip_seconds, progress)
     names = tuple(filenames[i] for i in ok)
+    failed_indices = sorted(set(range(len(paths))) - set(ok))
+    failed = [(filenames[i], why) for i, (_, why) in zip(failed_indices, failed)]  # keyed like the split
     _write(cache_path, signature, content, features, names, failed)
     return CacheResult(features, names, tuple(failed))
 

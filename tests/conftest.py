@@ -1,0 +1,45 @@
+"""Shared fixtures: a fabricated sound bank and a tiny, fast training recipe."""
+
+from __future__ import annotations
+
+import pytest
+
+from sedweak.soundbank import write_toy_bank
+
+TINY_MODEL = [
+    "model.conv_filters=[4, 4, 4]", "model.conv_pool_freq=[4, 4, 4]", "model.conv_pool_time=[2, 2, 1]",
+    "model.rnn_units=[4]", "model.embedding_dim=8",
+]
+
+
+@pytest.fixture(scope="session")
+def toy_bank_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy_bank")
+    write_toy_bank(root)
+    return root
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path, toy_bank_dir):
+    """A recipe training a tiny CRNN on 12/6/6 toy soundscapes, plus its overrides list."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(
+        "data:\n"
+        f"  soundbank: {toy_bank_dir}\n"
+        "  clip_seconds: 4.0\n"
+        "  synth:\n"
+        "    num_train_clips: 12\n"
+        "    num_valid_clips: 6\n"
+        "    num_eval_clips: 6\n"
+        "    min_events: 1\n"
+        "    max_events: 2\n"
+        "    onset_mean_seconds: 2.0\n"
+        "    onset_max_seconds: 3.5\n"
+        "train:\n"
+        "  batch_size: 4\n"
+        "  epochs: 2\n"
+        "  early_stopping_patience_epochs: 5\n"
+        "postprocess:\n"
+        "  median_filter_seconds: 0.12\n"
+    )
+    return path, list(TINY_MODEL)

@@ -1,0 +1,121 @@
+"""The ``sedweak`` commands, through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import pytest
+from click.testing import CliRunner
+
+from sedweak.cli import main
+from sedweak.labels import read_strong_tsv
+
+SED_EVAL_DATA = Path(__file__).parent / "data" / "sed_eval"
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def street_tsvs(tmp_path):
+    """sed_eval's street_fold1 lists (file, [scene,] onset, offset, label) as DESED TSVs."""
+    out = []
+    for name, columns in (("street_fold1_reference.txt", (0, 2, 3, 4)), ("street_fold1_detected.txt", (0, 1, 2, 3))):
+        rows = ["filename\tonset\toffset\tevent_label"]
+        for line in (SED_EVAL_DATA / name).read_text().splitlines():
+            cells = line.split("\t")
+            if len(cells) > max(columns):
+                rows.append("\t".join(cells[c] for c in columns))
+        path = tmp_path / name.replace(".txt", ".tsv")
+        path.write_text("\n".join(rows) + "\n")
+        out.append(path)
+    return out
+
+
+def test_score_reproduces_sed_eval_on_its_own_test_lists(tmp_path):
+    reference, estimated = street_tsvs(tmp_path)
+    result = invoke("score", reference, estimated, "--json", tmp_path / "m.json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["segment.error_rate"] == pytest.approx(1.0616698292, abs=1e-9)
+    assert "| street_fold1_detected.tsv | " in result.output and "Seg ER" in result.output
+
+
+def test_score_names_the_file_and_line_of_a_malformed_row(tmp_path):
+    reference = tmp_path / "ref.tsv"
+    reference.write_text("filename\tonset\toffset\tevent_label\na.wav\t0.5\t1.0\tdog\n")
+    estimated = tmp_path / "est.tsv"
+    estimated.write_text("filename\tonset\toffset\tevent_label\na.wav\tsoon\t1.0\tdog\n")
+    result = CliRunner().invoke(main, ["score", str(reference), str(estimated)])
+    assert result.exit_code != 0
+    assert "est.tsv:2" in result.output and "onset/offset must be numbers" in result.output
+
+
+def test_score_rejects_an_unknown_label_and_a_missing_file(tmp_path):
+    reference = tmp_path / "ref.tsv"
+    reference.write_text("filename\tonset\toffset\tevent_label\na.wav\t0.5\t1.0\tdog\n")
+    estimated = tmp_path / "est.tsv"
+    estimated.write_text("filename\tonset\toffset\tevent_label\na.wav\t0.5\t1.0\tcat\n")
+    result = CliRunner().invoke(main, ["score", str(reference), str(estimated)])
+    assert result.exit_code != 0 and "unknown label 'cat'" in result.output and "est.tsv:2" in result.output
+    result = CliRunner().invoke(main, ["score", str(reference), str(tmp_path / "nope.tsv")])
+    assert result.exit_code != 0 and "nope.tsv" in result.output
+
+
+def test_train_predict_evaluate_round_trip(tmp_path, tiny_recipe):
+    recipe, overrides = tiny_recipe
+    workdir = tmp_path / "run"
+    sets = [x for o in overrides for x in ("--set", o)]
+    result = invoke("train", recipe, "--workdir", workdir, "--fast-dev-run", *sets)
+    assert result.exit_code == 0, result.output
+    assert "Seg F1" in result.output and (workdir / "model.keras").is_file()
+
+    # Predict on a clip longer than the training clip (two eval clips back to back).
+    import numpy as np
+    import soundfile as sf
+
+    clips = sorted((workdir / "data" / "audio" / "eval").glob("*.wav"))
+    long_audio = np.concatenate([sf.read(c)[0] for c in clips[:2]])
+    sf.write(tmp_path / "long.wav", long_audio, 16000)
+    (tmp_path / "broken.wav").write_bytes(b"not audio at all")
+    out = tmp_path / "events.tsv"
+    result = CliRunner().invoke(main, ["predict", str(workdir / "model.keras"), str(tmp_path / "long.wav"),
+                                       str(tmp_path / "broken.wav"), "--out", str(out),
+                                       "--frames", str(tmp_path / "frames.h5")])
+    assert result.exit_code == 0, result.output
+    assert "broken.wav" in result.output and "unreadable audio" in result.output
+    assert set(read_strong_tsv(out)) == {"long.wav"}
+    with h5py.File(tmp_path / "frames.h5") as h5:
+        # 8 s at 100 frames/s, pooled 4x by the tiny model: 200 frames x 3 classes.
+        assert h5["long.wav"].shape == (200, 3)
+        assert h5.attrs["frames_per_second"] == pytest.approx(25.0)
+
+    result = invoke("evaluate", workdir / "model.keras", "--json", tmp_path / "eval.json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "eval.json").read_text()) == json.loads((workdir / "metrics.json").read_text())
+
+
+def test_train_reports_config_errors_cleanly(tmp_path, tiny_recipe):
+    recipe, _ = tiny_recipe
+    result = CliRunner().invoke(main, ["train", str(recipe), "--workdir", str(tmp_path / "w"),
+                                       "--set", "train.epochz=3"])
+    assert result.exit_code != 0
+    assert "unknown key(s) ['epochz']" in result.output and "tiny.yaml" in result.output
+
+
+def test_predict_names_a_missing_model(tmp_path):
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "m.keras"), str(tmp_path), "--out", "x.tsv"])
+    assert result.exit_code != 0 and "m.keras: model file not found" in result.output
+
+
+def test_demo_fast_dev_run_writes_the_report(tmp_path, monkeypatch, toy_bank_dir):
+    result = invoke("demo", "--workdir", tmp_path / "demo", "--fast-dev-run",
+                    "--set", f"data.soundbank={toy_bank_dir}", "--set", "data.classes=[]")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert set(metrics) == {"crnn", "crnn_weak_only", "mfcc_knn"}
+    for name in ("report.md", "model.keras", "model.json", "event_roll.png"):
+        assert (tmp_path / "demo" / name).is_file(), name
+    assert "| mfcc_knn |" in (tmp_path / "demo" / "report.md").read_text()

@@ -1,0 +1,90 @@
+"""Training runs end to end: artifacts, determinism, resume, workdir safety."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sedweak.config import load_config
+from sedweak.evaluation import METRIC_KEYS
+from sedweak.training import WorkdirError, run
+
+
+def history(workdir):
+    with open(workdir / "history.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_run_writes_every_artifact_and_strict_metrics(tmp_path, tiny_recipe):
+    recipe, overrides = tiny_recipe
+    result = run(load_config(recipe, overrides), tmp_path / "run", verbose=0)
+    workdir = tmp_path / "run"
+    for name in ("config.yaml", "model.keras", "model.json", "metrics.json", "eval_events.tsv", "history.csv",
+                 "checkpoints/best.keras", "checkpoints/last.keras", "checkpoints/state.json"):
+        assert (workdir / name).is_file(), name
+    assert (workdir / "tensorboard").is_dir()
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert set(metrics) == set(METRIC_KEYS) | {"per_class"}
+    assert set(metrics["per_class"]) == {"Beep", "Buzz", "Chirp"}
+    assert len(history(workdir)) == result.epochs_run == 2
+    assert load_config(workdir / "config.yaml") == load_config(recipe, overrides)
+
+
+def test_same_seed_gives_the_same_numbers(tmp_path, tiny_recipe):
+    recipe, overrides = tiny_recipe
+    overrides = overrides + ["train.epochs=1", f"data.root={tmp_path / 'data'}"]
+    for name in ("a", "b"):
+        run(load_config(recipe, overrides), tmp_path / name, verbose=0)
+    first, second = history(tmp_path / "a"), history(tmp_path / "b")
+    assert first == second
+    assert (tmp_path / "a" / "eval_events.tsv").read_text() == (tmp_path / "b" / "eval_events.tsv").read_text()
+
+
+def test_workdir_with_checkpoints_needs_resume_and_resume_continues(tmp_path, tiny_recipe):
+    recipe, overrides = tiny_recipe
+    workdir = tmp_path / "run"
+    run(load_config(recipe, overrides + ["train.epochs=1"]), workdir, verbose=0)
+    with pytest.raises(WorkdirError, match="--resume"):
+        run(load_config(recipe, overrides + ["train.epochs=2"]), workdir, verbose=0)
+    result = run(load_config(recipe, overrides + ["train.epochs=2"]), workdir, resume=True, verbose=0)
+    rows = history(workdir)
+    assert [r["epoch"] for r in rows] == ["0", "1"]  # epoch 1 ran once, after the resume
+    assert result.epochs_run == 2
+
+
+def test_weak_only_training_masks_the_strong_loss(tmp_path, tiny_recipe):
+    recipe, overrides = tiny_recipe
+    config = load_config(recipe, overrides + ["train.epochs=1", "data.label_type=weak",
+                                              "loss.weak_clip_strong_target=mask"])
+    run(config, tmp_path / "weak", verbose=0)
+    row = history(tmp_path / "weak")[0]
+    assert float(row["strong_loss"]) == 0.0 and float(row["weak_loss"]) > 0.0
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_finishes_training(tmp_path, tiny_recipe):
+    recipe, overrides = tiny_recipe
+    workdir = tmp_path / "run"
+    args = [sys.executable, "-m", "sedweak.cli", "train", str(recipe), "--workdir", str(workdir)]
+    sets = [x for o in overrides + ["train.epochs=6", "data.synth.num_train_clips=40"] for x in ("--set", o)]
+    process = subprocess.Popen(args + sets, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = workdir / "checkpoints" / "state.json"
+    deadline = time.time() + 300
+    while not state.is_file() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert process.poll() is None, "training finished before it could be killed; make it longer"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    epochs_before = json.loads(state.read_text())["epoch"]
+    assert epochs_before < 6
+    finished = subprocess.run(args + sets + ["--resume"], capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert json.loads(state.read_text())["epoch"] == 6
+    assert (workdir / "model.keras").is_file() and (workdir / "metrics.json").is_file()
