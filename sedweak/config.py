@@ -177,6 +177,9 @@ class TrainConfig:
     batch_size: int = 16
     epochs: int = 30
     learning_rate: float = 1e-3
+    # "cosine": decay to 5 % of learning_rate over train.epochs (converges within a fixed
+    # budget, e.g. the demo's); "constant": Adam at learning_rate throughout.
+    learning_rate_schedule: str = "cosine"
     early_stopping_patience_epochs: int = 8
     seed: int = 0
     jit_compile: bool = False  # XLA on CPU: minutes of compilation and OOM (GUIDE §5)
@@ -185,6 +188,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self.batch_size > 0 and self.epochs > 0, "train.batch_size and train.epochs must be > 0")
         _check(self.learning_rate > 0, "train.learning_rate must be > 0")
+        _check(self.learning_rate_schedule in ("cosine", "constant"),
+               "train.learning_rate_schedule must be 'cosine' or 'constant'")
 
 
 @dataclass(frozen=True)

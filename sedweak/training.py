@@ -59,17 +59,26 @@ def _batches(config: Config, data: PreparedData, split: str, info: ModelInfo, tr
                        seed=config.train.seed, max_batches=2 if config.train.fast_dev_run else None)
 
 
-def _compile(model, config: Config) -> None:
+def _learning_rate(config: Config, steps_per_epoch: int):
+    import keras
+
+    if config.train.learning_rate_schedule == "constant":
+        return config.train.learning_rate
+    return keras.optimizers.schedules.CosineDecay(config.train.learning_rate, decay_steps=max(
+        1, config.train.epochs * steps_per_epoch), alpha=0.05)
+
+
+def _compile(model, config: Config, steps_per_epoch: int = 1) -> None:
     import keras
 
     from sedweak.losses import strong_weak_losses
 
     losses, weights = strong_weak_losses(config.loss.strong_weight, config.loss.weak_weight)
-    model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate), loss=losses,
+    model.compile(optimizer=keras.optimizers.Adam(_learning_rate(config, steps_per_epoch)), loss=losses,
                   loss_weights=weights, jit_compile=config.train.jit_compile)
 
 
-def _model_for(config: Config, info: ModelInfo, checkpoints: Path, resume: bool):
+def _model_for(config: Config, info: ModelInfo, checkpoints: Path, resume: bool, steps_per_epoch: int):
     """A fresh compiled model, or the last checkpoint's when resuming. Returns (model, state)."""
     from sedweak.models.crnn import build_crnn
 
@@ -82,7 +91,7 @@ def _model_for(config: Config, info: ModelInfo, checkpoints: Path, resume: bool)
         log.info("resuming after epoch %d (best %s %.4f)", state["epoch"], state["monitor"], state["best"])
         return model, state
     model = build_crnn(config.model, len(info.classes), config.features.n_mels, info.clip_frames)
-    _compile(model, config)
+    _compile(model, config, steps_per_epoch)
     return model, None
 
 
@@ -101,7 +110,8 @@ def fit(config: Config, workdir: Path, data: PreparedData, resume: bool = False,
     seed_everything(config.train.seed)
     info = model_info(config, data.classes)
     checkpoints = workdir / "checkpoints"
-    model, state = _model_for(config, info, checkpoints, resume)
+    train_batches = _batches(config, data, "train", info, True)
+    model, state = _model_for(config, info, checkpoints, resume, len(train_batches))
     initial_epoch = state["epoch"] if state else 0
     epochs = 1 if config.train.fast_dev_run else config.train.epochs
     callbacks = [
@@ -114,7 +124,7 @@ def fit(config: Config, workdir: Path, data: PreparedData, resume: bool = False,
         with warnings.catch_warnings():
             # The embedding head has no loss until an embedding recipe gives it one.
             warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
-            model.fit(_batches(config, data, "train", info, True),
+            model.fit(train_batches,
                       validation_data=_batches(config, data, "valid", info, False),
                       epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
     best, _ = load_model(checkpoints / "best.keras")
