@@ -10,13 +10,14 @@ Prints a Markdown table and writes JSON to ``bench/results/features.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
+
+from _common import versions, write_record  # bench/ is on sys.path when run as a script
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "features.json"
 CLIP_SECONDS = 10.0
@@ -72,15 +73,9 @@ def run(num_clips: int, batch_size: int) -> dict:
                      "ms_per_clip": round(1000 * seconds / num_clips, 2)})
     return {"clip_seconds": CLIP_SECONDS, "cpu_count": os.cpu_count(),
             "machine": platform.processor() or platform.machine(),
-            "versions": _versions(), "results": rows}
+            "versions": versions(), "results": rows}
 
 
-def _versions() -> dict:
-    import keras
-    import librosa
-
-    return {"keras": keras.__version__, "backend": keras.backend.backend(),
-            "librosa": librosa.__version__, "numpy": np.__version__}
 
 
 def markdown_table(record: dict) -> str:
@@ -101,9 +96,7 @@ def main() -> None:
     print(f"Log-mel, {CLIP_SECONDS:.0f} s clips at 16 kHz, {record['cpu_count']} CPU cores, "
           f"backend {record['versions']['backend']}\n")
     print(markdown_table(record))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    write_record(args.out, record)
 
 
 if __name__ == "__main__":

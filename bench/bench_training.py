@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import statistics
@@ -26,6 +25,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from _common import versions, write_record  # bench/ is on sys.path when run as a script
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "training.json"
 CLIP_SECONDS = 10.0
@@ -165,12 +166,6 @@ def _load() -> dict:
     return {"loadavg_1min": load1, "loadavg_5min": load5}
 
 
-def _versions() -> dict:
-    import keras
-    import tensorflow as tf
-
-    return {"keras": keras.__version__, "backend": keras.backend.backend(),
-            "tensorflow": tf.__version__, "numpy": np.__version__}
 
 
 def run(presets: list[str], overrides: dict, batch_sizes: list[int], warmup: int, steps: int,
@@ -188,7 +183,7 @@ def run(presets: list[str], overrides: dict, batch_sizes: list[int], warmup: int
             "op_determinism": True, "cpu_count": os.cpu_count(),
             "machine": platform.processor() or platform.machine(), "threads": _threads(),
             "load_before": load_before, "load_after": _load(),
-            "versions": _versions(), "results": rows}
+            "versions": versions(), "results": rows}
 
 
 def markdown_table(record: dict) -> str:
@@ -234,9 +229,7 @@ def main() -> None:
           f"(0 = TF default), load avg {record['load_before']['loadavg_1min']:.2f} before, "
           f"{record['load_after']['loadavg_1min']:.2f} after, backend {record['versions']['backend']}\n")
     print(markdown_table(record))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    write_record(args.out, record)
 
 
 if __name__ == "__main__":

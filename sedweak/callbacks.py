@@ -27,11 +27,17 @@ def read_state(checkpoint_dir: Path) -> dict | None:
     return json.loads(path.read_text())
 
 
+# The best epoch is chosen on the UNWEIGHTED sum of the validation losses: with the
+# weighted ``val_loss``, a loss-weight sweep would select each point by a different rule
+# (a weak-heavy point would pick its epoch on the weak loss alone).
+SELECTION_LOSSES = ("val_strong_loss", "val_weak_loss")
+
+
 class ResumableCheckpoint(keras.callbacks.Callback):
-    """Best/last checkpoints and early stopping on ``monitor`` (lower is better)."""
+    """Best/last checkpoints and early stopping on the sum of ``monitor`` logs (lower is better)."""
 
     def __init__(self, checkpoint_dir: Path, info: ModelInfo, patience_epochs: int,
-                 monitor: str = "val_loss", state: dict | None = None):
+                 monitor: tuple[str, ...] = SELECTION_LOSSES, state: dict | None = None):
         super().__init__()
         self.checkpoint_dir = Path(checkpoint_dir)
         self.info = info
@@ -43,11 +49,13 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.wait = int(state.get("wait", 0))
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or not math.isfinite(float(value)):
-            raise RuntimeError(f"{self.monitor} is {value!r} at epoch {epoch + 1}: training diverged "
-                               "or validation is empty")
-        value = float(value)
+        logs = logs or {}
+        missing = [name for name in self.monitor if name not in logs]
+        if missing:
+            raise RuntimeError(f"no {missing} in the epoch logs: is there a validation split?")
+        value = float(sum(float(logs[name]) for name in self.monitor))
+        if not math.isfinite(value):
+            raise RuntimeError(f"{'+'.join(self.monitor)} is {value} at epoch {epoch + 1}: training diverged")
         if value < self.best:
             self.best, self.best_epoch, self.wait = value, epoch, 0
             save_model(self.model, self.checkpoint_dir / "best.keras", self.info)
@@ -56,6 +64,6 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         save_model(self.model, self.checkpoint_dir / "last.keras", self.info)
         atomic_write_json(self.checkpoint_dir / STATE_FILE,
                           {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch,
-                           "wait": self.wait, "monitor": self.monitor})
+                           "wait": self.wait, "monitor": "+".join(self.monitor)})
         if self.wait >= self.patience_epochs:
             self.model.stop_training = True

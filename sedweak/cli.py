@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -161,6 +160,36 @@ def synth(recipe, out, overrides):
 
 
 @main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--workdir", required=True, type=click.Path(file_okay=False), help="Sweep folder (runs, data, tables).")
+@click.option("--grid", "grids", multiple=True, metavar="KEY=V1,V2,...",
+              help="Values of a key; repeat for the cartesian product.")
+@click.option("--pairs", metavar="K=V,K=V;K=V,...", help="Explicit points, ';'-separated.")
+@click.option("--paper-pairs", is_flag=True, help="The 7 (strong, weak) loss weights of Adavanne & Virtanen.")
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="train.seed = 0..SEEDS-1.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Parallel worker processes (each gets cpu_count // JOBS TensorFlow threads).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a recipe key.")
+@click.option("--fast-dev-run", is_flag=True, help="A few clips, two batches, one epoch per run.")
+def sweep(recipe, workdir, grids, pairs, paper_pairs, seeds, jobs, overrides, fast_dev_run):
+    """Train RECIPE at every point x seed; table of mean ± 95 % CI per point."""
+    from sedweak.sweep import describe, points_from_options, run_sweep, summarize, write_outputs
+
+    try:
+        points = points_from_options(grids, pairs, paper_pairs)
+        results = run_sweep(recipe, workdir, points, seeds, jobs, list(overrides), fast_dev_run,
+                            progress=lambda record: click.echo(describe(record), err=True))
+        table = write_outputs(workdir, results, summarize(results))
+    except USER_ERRORS as err:
+        _fail(err)
+    click.echo(table)
+    failed = [r for r in results if r["status"] == "failed"]
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(results)} runs failed; errors in "
+                                   f"{Path(workdir) / 'sweep_results.json'}")
+
+
+@main.command()
 @click.option("--workdir", default="sedweak-demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a demo recipe key.")
 @click.option("--fast-dev-run", is_flag=True, help="A tiny version of the demo, for smoke tests.")
@@ -173,6 +202,71 @@ def demo(workdir, overrides, fast_dev_run):
     except USER_ERRORS as err:
         _fail(err)
     click.echo(report.read_text())
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--class", "class_name", required=True, help="Class to explain (one of the model's classes).")
+@click.option("--method", type=click.Choice(["gradient", "smoothgrad", "integrated-gradients"]),
+              default="gradient", show_default=True)
+@click.option("--out-dir", default="saliency", show_default=True, type=click.Path(file_okay=False))
+@click.option("--event-frames", type=click.Choice(["detected", "all"]), default="detected", show_default=True,
+              help="Strong output summed over the detected events of the class (all frames if none), or all frames.")
+@click.option("--reference", type=click.Path(dir_okay=False), help="DESED strong TSV: draw the class's reference events.")
+@click.option("--samples", default=16, show_default=True, help="SmoothGrad: noisy copies.")
+@click.option("--noise-fraction", default=0.1, show_default=True, help="SmoothGrad: noise sd / log-mel range.")
+@click.option("--steps", default=32, show_default=True, help="Integrated gradients: path steps.")
+def saliency(model, inputs, class_name, method, out_dir, event_frames, reference, samples, noise_fraction, steps):
+    """Saliency maps of a class's strong and weak outputs: a PNG + NPZ per audio file."""
+    from sedweak.artifacts import load_model
+    from sedweak.inference import audio_files
+    from sedweak.labels import read_strong_tsv
+    from sedweak.saliency import SaliencyOptions, saliency_for_files
+
+    try:
+        keras_model, info = load_model(model)
+        paths = audio_files(inputs)
+        if not paths:
+            raise FileNotFoundError(f"no audio files in {list(inputs)}")
+        written, failed = saliency_for_files(
+            keras_model, info, paths, class_name, out_dir, method, event_frames,
+            SaliencyOptions(samples=samples, noise_fraction=noise_fraction, steps=steps),
+            read_strong_tsv(reference) if reference else None)
+    except USER_ERRORS as err:
+        _fail(err)
+    for path, why in failed:
+        click.echo(f"skipped {path}: {why}", err=True)
+    if not written:
+        raise click.ClickException("no file could be processed")
+    for png, npz in written:
+        click.echo(f"{png}\n{npz}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--mode", type=click.Choice(["float32", "float16", "dynamic"]), default="float32", show_default=True,
+              help="float16: float16 weights; dynamic: int8 weights, dynamic-range activations.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="TFLite file (sidecar OUT.json beside it).")
+@click.option("--waveform-input", is_flag=True, help="Input (1, clip_samples) with the log-mel front end in the graph.")
+@click.option("--check", is_flag=True, help="List the ops and compare with the Keras model on 3 test clips.")
+def export(model, mode, out, waveform_input, check):
+    """Convert MODEL.keras to a batch-1 TFLite file with builtin ops only."""
+    from sedweak.artifacts import load_model
+    from sedweak.export import ExportError, check_tflite, export_tflite
+
+    try:
+        keras_model, info = load_model(model)
+        path = export_tflite(keras_model, info, out, mode, waveform_input, source=str(model))
+        report = check_tflite(path, keras_model, info, clips=3 if check else 0)
+    except USER_ERRORS + (ExportError,) as err:
+        _fail(err)
+    click.echo(f"{path}: {report.size_bytes / 1e3:.1f} kB, {mode}, "
+               f"{'waveform' if waveform_input else 'log-mel'} input, builtin ops only")
+    if check:
+        click.echo("ops: " + ", ".join(f"{name} x{n}" for name, n in report.ops.items()))
+        click.echo("max |tflite - keras| over 3 clips: "
+                   + ", ".join(f"{k} {v:.2e}" for k, v in report.max_abs_diff.items()))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -66,7 +66,7 @@ def _event_roll(workdir: Path, data, model, info) -> Path:
     index = max(range(len(evaluation.filenames)), key=lambda i: len(reference[evaluation.filenames[i]]))
     name = evaluation.filenames[index]
     subset = type(evaluation)(evaluation.features[index:index + 1], (name,), ())
-    events, _ = detect_cached(model, info, subset)
+    events, _, _ = detect_cached(model, info, subset)
     return event_roll(workdir / "event_roll.png", evaluation.features[index], info.features.frames_per_second,
                       info.classes, {"reference": reference[name], "CRNN": events[name]}, title=f"eval/{name}")
 

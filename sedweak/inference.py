@@ -29,6 +29,15 @@ def window_starts(num_frames: int, window_frames: int, hop_frames: int) -> list[
 
 def predict_logmel(model, logmel: np.ndarray, info: ModelInfo, batch_size: int = 8) -> np.ndarray:
     """Log-mel (frames, n_mels) -> strong probabilities (frames // time_pooling, classes)."""
+    return predict_logmel_outputs(model, logmel, info, batch_size)[0]
+
+
+def predict_logmel_outputs(model, logmel: np.ndarray, info: ModelInfo, batch_size: int = 8
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Log-mel (frames, n_mels) -> (strong (frames // time_pooling, classes), weak (classes,)).
+
+    The clip-level output of a long file is the maximum over its windows' weak outputs.
+    """
     window, pool = info.clip_frames, info.time_pooling
     covered = (window // pool) * pool  # feature frames behind a window's model frames
     hop = max(pool, (covered // 2) // pool * pool)
@@ -42,15 +51,19 @@ def predict_logmel(model, logmel: np.ndarray, info: ModelInfo, batch_size: int =
         logmel = np.concatenate([logmel, np.full((padded_frames - frames, logmel.shape[1]), floor, np.float32)])
     total = np.zeros((out_frames, len(info.classes)), np.float64)
     count = np.zeros((out_frames, 1), np.float64)
+    weak = np.zeros(len(info.classes), np.float32)
     for b in range(0, len(starts), batch_size):
         chunk = starts[b:b + batch_size]
         x = np.stack([logmel[s:s + window] for s in chunk]).astype(np.float32)
-        strong = np.asarray(model.predict_on_batch(x)["strong"])
+        outputs = model.predict_on_batch(x)
+        strong = np.asarray(outputs["strong"])
+        if outputs.get("weak") is not None:
+            weak = np.maximum(weak, np.asarray(outputs["weak"]).max(axis=0))
         for s, probs in zip(chunk, strong):
             total[s // pool:s // pool + probs.shape[0]] += probs
             count[s // pool:s // pool + probs.shape[0]] += 1
     probs = (total / np.maximum(count, 1)).astype(np.float32)
-    return probs[:max(1, frames // pool)]
+    return probs[:max(1, frames // pool)], weak
 
 
 def predict_files(model, info: ModelInfo, paths: Sequence[str | Path], progress: bool = False

@@ -32,7 +32,8 @@ _TITLES = {
 
 
 def score_events(reference: EventsByFile, estimated: EventsByFile, classes: Sequence[str],
-                 config: EvalConfig = EvalConfig()) -> dict:
+                 config: EvalConfig = EvalConfig(), estimated_tags: Mapping[str, Sequence[str]] | None = None
+                 ) -> dict:
     """Tagging, segment-based and event-based scores of estimated events against a reference.
 
     Args:
@@ -41,15 +42,18 @@ def score_events(reference: EventsByFile, estimated: EventsByFile, classes: Sequ
             files absent from the reference are a LabelError.
         classes: evaluated class names; other labels are a LabelError.
         config: segment length and event collar (see ``EvalConfig``).
+        estimated_tags: clip tags from a clip-level (weak) output, ``{filename: [label]}``;
+            when None the tags are the labels of each file's estimated events.
 
     Returns:
         Exactly the keys of ``METRIC_KEYS`` (floats; F / P / R as fractions in [0, 1])
-        plus ``"per_class"``: class -> {key: float for key in PER_CLASS_KEYS}. Clip tags
-        are the labels of each file's events. Undefined values follow
+        plus ``"per_class"``: class -> {key: float for key in PER_CLASS_KEYS}. Reference
+        clip tags are the labels of each reference file's events. Undefined values follow
         ``sedweak.evaluation.detection`` (F1 0.0; ER 0.0 or inf when Nref = 0).
     """
     check_files_and_labels(reference, estimated, classes)
-    tagging = tagging_scores(weak_from_strong(reference), weak_from_strong(estimated), classes)
+    tags = weak_from_strong(estimated) if estimated_tags is None else dict(estimated_tags)
+    tagging = tagging_scores(weak_from_strong(reference), {f: tags.get(f, []) for f in reference}, classes)
     detection = evaluate_detection(reference, estimated, classes, config)
     seg, ev = detection["segment"], detection["event"]
     out = {

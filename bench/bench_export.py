@@ -1,0 +1,156 @@
+"""TFLite export: file size, parity with Keras and 1-thread latency per 10 s clip.
+
+    python bench/bench_export.py                       # fast + adavanne, random init, 10 classes
+    python bench/bench_export.py --model run/model.keras --runs 20
+
+For each model and mode (float32, float16, dynamic on log-mel input; float32 and
+float16 on waveform input with the in-graph front end) the script exports through
+``sedweak.export``, measures max |tflite - keras| on 3 clips (noise, sine, chirp),
+and times ``Interpreter(num_threads=1)`` signature calls on one clip (median of
+``--runs`` after 2 warm-ups). Log-mel rows add the numpy front end of
+``export/sedweak_runtime.py`` (timed once per script) to the real-time factor.
+Prints a Markdown table and writes ``bench/results/export.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import versions, write_record  # bench/ is on sys.path when run as a script
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_PATH = ROOT / "bench" / "results" / "export.json"
+VARIANTS = (("float32", False), ("float16", False), ("dynamic", False), ("float32", True), ("float16", True))
+
+
+def _runtime():
+    """export/sedweak_runtime.py as a module (loaded once)."""
+    if "sedweak_runtime" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("sedweak_runtime", ROOT / "export" / "sedweak_runtime.py")
+        sys.modules["sedweak_runtime"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["sedweak_runtime"])
+    return sys.modules["sedweak_runtime"]
+
+
+def _models(presets: list[str], model_path: str | None, num_classes: int):
+    """Yields (name, keras model, ModelInfo): random-init presets on 10 s clips, or a trained file."""
+    from sedweak.artifacts import ModelInfo, load_model
+    from sedweak.config import FeatureConfig, PostprocessConfig
+    from sedweak.models.crnn import build_crnn
+    from sedweak.models.presets import get_preset
+
+    if model_path:
+        model, info = load_model(model_path)
+        yield Path(model_path).name, model, info
+    for preset in presets:
+        config = get_preset(preset)
+        info = ModelInfo(tuple(f"class_{i}" for i in range(num_classes)), FeatureConfig(), PostprocessConfig(),
+                         int(np.prod(config.conv_pool_time)), 10.0)
+        yield preset, build_crnn(config, num_classes), info
+
+
+def _latency_ms(path: Path, x: np.ndarray, runs: int) -> float:
+    """Median ms of one signature call on ``x`` with 1 interpreter thread."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path), num_threads=1).get_signature_runner("serve")
+    (name,) = runner.get_input_details()
+    times = []
+    for i in range(runs + 2):
+        start = time.perf_counter()
+        runner(**{name: x})
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def _front_end_ms(info, runs: int) -> float:
+    """Median ms of the numpy runtime log-mel of one clip."""
+    rt, clip = _runtime(), np.random.default_rng(0).standard_normal(int(info.clip_seconds * 16000)) * 0.1
+    spec = {k: getattr(info.features, k) for k in ("sample_rate_hz", "window_samples", "hop_samples", "n_fft",
+                                                   "n_mels", "mel_min_hz", "mel_max_hz", "amin_power")}
+    rt.logmel(clip.astype(np.float32), spec)  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        rt.logmel(clip.astype(np.float32), spec)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def _row(name, model, info, mode, waveform, runs, front_ms, workdir) -> dict:
+    from sedweak.export import buffer_sizes, check_clips, check_tflite, export_tflite, input_shape
+
+    path = export_tflite(model, info, Path(workdir) / f"{name}_{mode}_{int(waveform)}.tflite", mode, waveform)
+    report = check_tflite(path, model, info, clips=3)
+    clips = check_clips(info, 1)
+    x = clips if waveform else _runtime_logmel(clips[0], info)[np.newaxis]
+    assert x.shape == input_shape(info, waveform)
+    latency = _latency_ms(path, x.astype(np.float32), runs)
+    total_ms = latency + (0.0 if waveform else front_ms)
+    weights = int(sum(np.prod(w.shape) for w in model.weights))
+    return {"model": name, "mode": mode, "input": "waveform" if waveform else "logmel", "weights": weights,
+            "size_bytes": report.size_bytes, "max_abs_diff": report.max_abs_diff,
+            "latency_ms": round(latency, 2), "front_end_ms": 0.0 if waveform else round(front_ms, 2),
+            "real_time_factor": round(total_ms / 1000 / info.clip_seconds, 5), "clip_seconds": info.clip_seconds,
+            "largest_buffers": [list(r) for r in buffer_sizes(path, top=6)]}
+
+
+def _runtime_logmel(waveform, info):
+    spec = {k: getattr(info.features, k) for k in ("sample_rate_hz", "window_samples", "hop_samples", "n_fft",
+                                                   "n_mels", "mel_min_hz", "mel_max_hz", "amin_power")}
+    return _runtime().logmel(waveform, spec)
+
+
+def run(presets: list[str], model_path: str | None, runs: int, num_classes: int) -> dict:
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for name, model, info in _models(presets, model_path, num_classes):
+            front_ms = _front_end_ms(info, runs)
+            for mode, waveform in VARIANTS:
+                rows.append(_row(name, model, info, mode, waveform, runs, front_ms, workdir))
+                print(f"{name} {mode} {'waveform' if waveform else 'logmel'}: done", flush=True)
+    return {"cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+            "load_average_1min": os.getloadavg()[0], "runs": runs, "versions": versions(), "results": rows}
+
+
+def markdown_table(record: dict) -> str:
+    lines = ["| model | mode | input | weights | file KB | max diff strong / weak | tflite ms | front end ms | RTF |",
+             "|---|---|---|---:|---:|---|---:|---:|---:|"]
+    for r in record["results"]:
+        diff = r["max_abs_diff"]
+        lines.append(f"| {r['model']} | {r['mode']} | {r['input']} | {r['weights']:,} | {r['size_bytes'] / 1024:.0f} | "
+                     f"{diff['strong']:.1e} / {diff['weak']:.1e} | {r['latency_ms']:.1f} | "
+                     f"{r['front_end_ms']:.1f} | {r['real_time_factor']:.4f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default="fast,adavanne", help="comma-separated presets (random init)")
+    parser.add_argument("--model", help="also a trained MODEL.keras (its own clip length and classes)")
+    parser.add_argument("--runs", type=int, default=10, help="timed calls per variant (median)")
+    parser.add_argument("--classes", type=int, default=10, help="classes of the random-init presets")
+    parser.add_argument("--out", type=Path, default=RESULTS_PATH, help="JSON output path")
+    args = parser.parse_args()
+    record = run([p for p in args.presets.split(",") if p], args.model, args.runs, args.classes)
+    print(f"\nTFLite, 1 interpreter thread, {record['cpu_count']} CPU cores, load {record['load_average_1min']:.2f}, "
+          f"median of {args.runs} calls\n")
+    print(markdown_table(record))
+    for r in record["results"]:
+        top = ", ".join(f"{n.split('/')[-1]} {d}{list(s)} {b / 1024:.0f} KB" for n, d, s, b in r["largest_buffers"][:3])
+        print(f"- {r['model']} {r['mode']} {r['input']}: {top}")
+    write_record(args.out, record)
+
+
+if __name__ == "__main__":
+    main()

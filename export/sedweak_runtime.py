@@ -1,0 +1,273 @@
+"""sedweak on a device: a .tflite CRNN + its sidecar -> sound events. numpy, soundfile, ai-edge-litert only.
+
+No TensorFlow, Keras, librosa or scipy: the log-mel front end, the median filter and
+the event decoding are re-implemented here in numpy, to the same spec as
+``sedweak.features`` / ``sedweak.postprocessing`` / ``sedweak.inference`` (tests
+compare them). Usage::
+
+    python sedweak_runtime.py MODEL.tflite AUDIO.wav [AUDIO.wav ...] --out events.tsv
+
+``MODEL.tflite.json`` (written by ``sedweak export``) must sit next to the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SIDECAR_FORMAT = "sedweak-tflite-1"
+STRONG_HEADER = "filename\tonset\toffset\tevent_label"
+_TIME_TOLERANCE_SECONDS = 1e-6  # as sedweak.postprocessing: frame times are i / rate
+
+
+@dataclass(frozen=True)
+class Event:
+    """One detected event; times in seconds."""
+
+    filename: str
+    onset_seconds: float
+    offset_seconds: float
+    label: str
+
+
+# ----------------------------------------------------------------------------- front end
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney mel scale (librosa ``htk=False``): linear below 1 kHz, log above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(hz >= min_log_hz, min_log_mel + np.log(np.maximum(hz, 1e-10) / min_log_hz) / logstep, hz / f_sp)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+
+
+def mel_matrix(sample_rate_hz: int, n_fft: int, n_mels: int, mel_min_hz: float, mel_max_hz: float) -> np.ndarray:
+    """Slaney-normalised triangular filters, shape (n_fft // 2 + 1, n_mels) float32 (librosa's, transposed)."""
+    fft_hz = np.linspace(0.0, sample_rate_hz / 2, n_fft // 2 + 1)
+    edges_hz = _mel_to_hz(np.linspace(_hz_to_mel(mel_min_hz), _hz_to_mel(mel_max_hz), n_mels + 2))
+    widths = np.diff(edges_hz)                                   # (n_mels + 1,)
+    ramps = edges_hz[:, np.newaxis] - fft_hz[np.newaxis, :]      # (n_mels + 2, bins)
+    lower = -ramps[:-2] / widths[:-1, np.newaxis]
+    upper = ramps[2:] / widths[1:, np.newaxis]
+    weights = np.maximum(0.0, np.minimum(lower, upper))          # (n_mels, bins)
+    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, np.newaxis]
+    return np.ascontiguousarray(weights.T, dtype=np.float32)
+
+
+def logmel(waveform: np.ndarray, features: dict) -> np.ndarray:
+    """Log-mel dB of a mono clip: (samples,) -> (samples // hop, n_mels) float32.
+
+    Spec of sedweak.features: ``n_fft // 2`` zeros each side, periodic Hann window of
+    ``window_samples`` centred in ``n_fft``, power spectrum, Slaney mel filters,
+    ``10 log10(max(., amin_power))``, last frame dropped.
+    """
+    n_fft, hop, win = features["n_fft"], features["hop_samples"], features["window_samples"]
+    num_frames = len(waveform) // hop
+    padded = np.pad(np.asarray(waveform, np.float64), (n_fft // 2, n_fft // 2))
+    window = np.zeros(n_fft)
+    left = (n_fft - win) // 2
+    window[left:left + win] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)   # periodic Hann
+    if num_frames == 0:
+        return np.zeros((0, features["n_mels"]), np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:num_frames]  # (T, n_fft)
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2                              # (T, bins)
+    mel = power @ mel_matrix(features["sample_rate_hz"], n_fft, features["n_mels"],
+                             features["mel_min_hz"], features["mel_max_hz"]).astype(np.float64)
+    return (10.0 * np.log10(np.maximum(mel, features["amin_power"]))).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- post-processing
+
+
+def median_filter(probs: np.ndarray, size_frames: int) -> np.ndarray:
+    """(frames, classes) -> median over ``size_frames`` (odd) along time, edges repeated (scipy 'nearest')."""
+    if size_frames <= 1:
+        return probs
+    half = size_frames // 2
+    padded = np.pad(probs, ((half, half), (0, 0)), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, size_frames, axis=0)  # (frames, classes, size)
+    return np.median(windows, axis=-1).astype(probs.dtype)
+
+
+def odd_window_frames(seconds: float, frames_per_second: float) -> int:
+    """``seconds * rate`` rounded, made odd, >= 1 (sedweak.postprocessing.odd_window_frames)."""
+    frames = max(1, int(round(seconds * frames_per_second)))
+    return frames if frames % 2 == 1 else frames + 1
+
+
+def _runs_to_events(binary: np.ndarray, classes, frames_per_second: float, filename: str) -> list[Event]:
+    changes = np.diff(np.pad(binary, ((1, 1), (0, 0))).astype(np.int8), axis=0)
+    events = []
+    for k, label in enumerate(classes):
+        starts, stops = np.flatnonzero(changes[:, k] == 1), np.flatnonzero(changes[:, k] == -1)
+        events += [Event(filename, round(a / frames_per_second, 6), round(b / frames_per_second, 6), label)
+                   for a, b in zip(starts, stops)]
+    return events
+
+
+def _merge_and_drop(events: list[Event], min_gap_seconds: float, min_duration_seconds: float) -> list[Event]:
+    """Per class: merge events closer than the gap, then drop the short ones."""
+    out = []
+    for label in sorted({e.label for e in events}):
+        merged: list[Event] = []
+        for e in sorted((e for e in events if e.label == label), key=lambda e: e.onset_seconds):
+            if merged and e.onset_seconds - merged[-1].offset_seconds < min_gap_seconds - _TIME_TOLERANCE_SECONDS:
+                last = merged[-1]
+                merged[-1] = Event(last.filename, last.onset_seconds, max(last.offset_seconds, e.offset_seconds), label)
+            else:
+                merged.append(e)
+        out += [e for e in merged
+                if e.offset_seconds - e.onset_seconds >= min_duration_seconds - _TIME_TOLERANCE_SECONDS]
+    return sorted(out, key=lambda e: (e.onset_seconds, e.label))
+
+
+def probabilities_to_events(probs: np.ndarray, meta: dict, filename: str) -> list[Event]:
+    """(frames, classes) probabilities -> median filter -> thresholds -> runs -> gaps / min duration."""
+    post, rate = meta["postprocess"], meta["model_frames_per_second"]
+    smoothed = median_filter(probs, odd_window_frames(post["median_filter_seconds"], rate))
+    binary = smoothed > np.asarray(post["thresholds"])[np.newaxis, :]
+    events = _runs_to_events(binary, meta["classes"], rate, filename)
+    return _merge_and_drop(events, post["min_gap_seconds"], post["min_duration_seconds"])
+
+
+def strong_tsv_text(events_by_file: dict[str, list[Event]]) -> str:
+    """DESED strong TSV; a file without events gets a filename-only row."""
+    lines = [STRONG_HEADER]
+    for filename in sorted(events_by_file):
+        events = sorted(events_by_file[filename], key=lambda e: (e.onset_seconds, e.label))
+        if not events:
+            lines.append(f"{filename}\t\t\t")
+        lines += [f"{filename}\t{e.onset_seconds:.3f}\t{e.offset_seconds:.3f}\t{e.label}" for e in events]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- detector
+
+
+def window_starts(num_frames: int, window_frames: int, hop_frames: int) -> list[int]:
+    """Window start frames covering ``num_frames``; the last window ends at the end."""
+    if num_frames <= window_frames:
+        return [0]
+    return list(range(0, num_frames - window_frames, hop_frames)) + [num_frames - window_frames]
+
+
+class Detector:
+    """A .tflite CRNN exported by ``sedweak export`` and its ``.tflite.json`` sidecar.
+
+    Audio of any length is cut into windows of the training clip with ~50 % overlap on
+    the model-frame grid; overlapping frame probabilities are averaged, then the
+    stitched track is post-processed once (as ``sedweak.inference.predict_logmel``).
+    """
+
+    def __init__(self, model_path: str | Path, num_threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        model_path = Path(model_path)
+        sidecar = model_path.with_name(model_path.name + ".json")
+        if not model_path.is_file() or not sidecar.is_file():
+            raise FileNotFoundError(f"{model_path}: need the model and its sidecar {sidecar.name}")
+        self.meta = json.loads(sidecar.read_text())
+        if self.meta.get("format") != SIDECAR_FORMAT:
+            raise ValueError(f"{sidecar}: not a {SIDECAR_FORMAT} sidecar")
+        self.classes = list(self.meta["classes"])
+        self.features = self.meta["features"]
+        interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
+        self._runner = interpreter.get_signature_runner(self.meta["signature"])
+        self._input = self.meta["input"]
+
+    def _run_window(self, x: np.ndarray) -> np.ndarray:
+        """One window of the input shape without batch -> strong (model_frames, classes)."""
+        outputs = self._runner(**{self._input["name"]: x[np.newaxis].astype(np.float32)})
+        return np.asarray(outputs["strong"])[0]
+
+    def frame_probabilities(self, waveform: np.ndarray) -> np.ndarray:
+        """Mono waveform (samples,) at the model rate -> strong (samples // hop // pool, classes)."""
+        pool, hop_samples = self.meta["time_pooling"], self.features["hop_samples"]
+        window = self.meta["clip_frames"]
+        covered = (window // pool) * pool
+        hop = max(pool, (covered // 2) // pool * pool)
+        frames = len(waveform) // hop_samples
+        out_frames = max(-(-frames // pool), covered // pool)
+        starts = window_starts(out_frames * pool, covered, hop)
+        padded_frames = starts[-1] + window
+        waveform_input = self._input["kind"] == "waveform"
+        if waveform_input:   # windows cut from the waveform on the same frame grid
+            source = np.zeros(max(len(waveform), starts[-1] * hop_samples + self.meta["clip_samples"]), np.float32)
+            source[:len(waveform)] = waveform
+        else:
+            source = logmel(waveform, self.features)
+            pad = max(0, padded_frames - frames)
+            source = np.concatenate([source, np.full((pad, source.shape[1]), self._input["pad_value"], np.float32)])
+        total = np.zeros((out_frames, len(self.classes)), np.float64)
+        count = np.zeros((out_frames, 1), np.float64)
+        for s in starts:
+            x = (source[s * hop_samples:s * hop_samples + self.meta["clip_samples"]] if waveform_input
+                 else source[s:s + window])
+            probs = self._run_window(x)
+            total[s // pool:s // pool + len(probs)] += probs
+            count[s // pool:s // pool + len(probs)] += 1
+        return (total / np.maximum(count, 1)).astype(np.float32)[:max(1, frames // pool)]
+
+    def read_audio(self, path: str | Path) -> np.ndarray:
+        """Mono float32 waveform; the file must already be at the model's sample rate."""
+        import soundfile as sf
+
+        path = Path(path)
+        try:
+            data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        except Exception as err:  # soundfile raises several types
+            raise ValueError(f"{path}: unreadable audio ({err})") from None
+        if rate != self.features["sample_rate_hz"]:
+            raise ValueError(f"{path}: sample rate {rate} Hz, the model needs {self.features['sample_rate_hz']} Hz "
+                             f"(no resampling on the device: convert the file first)")
+        if data.shape[0] == 0 or not np.all(np.isfinite(data)):
+            raise ValueError(f"{path}: empty audio or NaN/infinite samples")
+        return data.mean(axis=1)
+
+    def detect_file(self, path: str | Path) -> list[Event]:
+        """Events of one audio file, sorted by (onset, label); ``filename`` is the file's name."""
+        probs = self.frame_probabilities(self.read_audio(path))
+        return probabilities_to_events(probs, self.meta, Path(path).name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: detect events in audio files, write a DESED strong TSV; bad files reported on stderr."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="MODEL.tflite (MODEL.tflite.json next to it)")
+    parser.add_argument("audio", nargs="+", help="audio files at the model's sample rate")
+    parser.add_argument("--out", required=True, help="events TSV to write")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    try:
+        detector = Detector(args.model, args.threads)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    events = {}
+    for path in args.audio:
+        try:
+            events[Path(path).name] = detector.detect_file(path)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"skipped {path}: {err}", file=sys.stderr)
+    if not events:
+        print("error: no file could be processed", file=sys.stderr)
+        return 1
+    Path(args.out).write_text(strong_tsv_text(events))
+    print(f"{sum(map(len, events.values()))} events in {len(events)} files -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
