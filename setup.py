@@ -31,6 +31,9 @@ setup(
         "pyyaml>=6",
         "matplotlib>=3.8",
         "scikit-learn>=1.4",
+        # `sedweak export` checks every .tflite it writes with the same interpreter the
+        # device runtime uses (export/sedweak_runtime.py).
+        "ai-edge-litert>=2.3",
     ],
     extras_require={
         "test": ["pytest>=8"],
