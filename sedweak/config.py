@@ -98,9 +98,13 @@ class DataConfig:
     clip_seconds: float = 10.0
     label_type: str = "strong"  # "strong": frame targets from TSV; "weak": clip tags only
     synth: SynthConfig = field(default_factory=SynthConfig)
+    # Options of the dataset's reader (sedweak/datasets/<reader>.py), validated by it.
+    reader_options: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self) -> None:
-        _check(self.dataset in ("synth", "folder"), "data.dataset must be 'synth' or 'folder'")
+        from sedweak.datasets.registry import reader_names
+
+        _check(self.dataset in reader_names(), f"data.dataset must be one of {reader_names()}, got {self.dataset!r}")
         _check(self.label_type in ("strong", "weak"), "data.label_type must be 'strong' or 'weak'")
         _check(self.clip_seconds > 0, "data.clip_seconds must be > 0")
         _check(len(set(self.classes)) == len(self.classes), "data.classes has duplicates")
@@ -291,6 +295,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(f"{where}: {value!r} matches none of {hint}")
+    if hint is object:  # free-form YAML value, validated by whoever consumes it
+        return tuple(value) if isinstance(value, list) else value
     if hint is bool:
         if isinstance(value, bool):
             return value

@@ -14,6 +14,7 @@ from pathlib import Path
 from sedweak.config import Config
 from sedweak.datasets.cache import CacheResult, _signature, cached_logmels
 from sedweak.datasets.folder import ClipSet, classes_in, load_split
+from sedweak.datasets.registry import read_dataset
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "eval")
@@ -56,7 +57,10 @@ def prepare_data(config: Config, workdir: Path, splits=SPLITS, progress: bool = 
     classes = list(config.data.classes)
     if config.data.dataset == "synth":
         classes = synthesize_if_needed(config, root)
-    clips = {s: load_split(root, s, classes or None) for s in splits}
+    if config.data.dataset == "synth":
+        clips = {s: load_split(root, s, classes) for s in splits}
+    else:
+        clips = read_dataset(config.data.dataset, root, config.data, splits)
     classes = classes or classes_in(*clips.values())
     signature = _signature(config.features, config.data.clip_seconds)
     tag = hashlib.sha1(signature.encode()).hexdigest()[:10]

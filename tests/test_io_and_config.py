@@ -79,3 +79,22 @@ def test_atomic_json_is_strict_json(tmp_path):
     path = atomic_write_json(tmp_path / "m.json", {"er": math.inf, "f": 0.5, "n": [math.nan]})
     assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(c)) == {"er": None, "f": 0.5, "n": [None]}
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_reader_options_are_free_form_here_and_typed_by_the_reader():
+    from dataclasses import dataclass
+
+    from sedweak.datasets.registry import reader_options
+
+    @dataclass(frozen=True)
+    class Options:
+        fold: int = 1
+        names: tuple[str, ...] = ()
+
+    config = load_config(overrides=["data.dataset=folder", "data.reader_options={fold: 3, names: [a, b]}"])
+    assert reader_options(Options, config.data) == Options(fold=3, names=("a", "b"))
+    bad = load_config(overrides=["data.dataset=folder", "data.reader_options={flod: 3}"])
+    with pytest.raises(ConfigError, match="data.reader_options: unknown key"):
+        reader_options(Options, bad.data)
+    with pytest.raises(ConfigError, match="data.dataset must be one of"):
+        load_config(overrides=["data.dataset=nope"])

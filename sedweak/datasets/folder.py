@@ -70,3 +70,10 @@ def load_split(root: str | Path, split: str, classes: Sequence[str] | None = Non
 def classes_in(*clipsets: ClipSet) -> list[str]:
     """Sorted union of the labels used in ``clipsets``."""
     return sorted({label for cs in clipsets for labels in cs.weak.values() for label in labels})
+
+
+def read(root: Path, data, splits: Sequence[str]) -> dict[str, ClipSet]:
+    """Registry entry: every split of a DESED-layout folder (no reader options)."""
+    if data.reader_options:
+        raise LabelError(f"{root}: the folder layout takes no data.reader_options, got {dict(data.reader_options)}")
+    return {split: load_split(root, split, list(data.classes) or None) for split in splits}

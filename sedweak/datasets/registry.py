@@ -1,0 +1,41 @@
+"""Dataset readers by name. A reader turns a local copy of a dataset into ClipSets.
+
+Contract: ``read(root: Path, data: DataConfig, splits: Sequence[str]) -> {split: ClipSet}``
+for the roles in ``splits`` (``train``, ``valid``, ``eval``). Labels outside
+``data.classes`` (when given) are errors naming the file and line; missing or corrupt
+audio is not the reader's business (the feature cache skips and lists it). Reader
+options come from ``data.reader_options`` and are validated by the reader itself
+(a frozen dataclass loaded with ``sedweak.config.from_dict``: unknown keys are errors).
+
+Readers are imported lazily (module path strings), so naming one costs nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Sequence
+
+READERS: dict[str, str] = {
+    "folder": "sedweak.datasets.folder:read",
+    "synth": "sedweak.datasets.folder:read",  # synthesized into the DESED folder layout
+}
+
+
+def reader_names() -> list[str]:
+    return sorted(READERS)
+
+
+def read_dataset(name: str, root: Path, data, splits: Sequence[str]) -> dict:
+    """``{split: ClipSet}`` from the reader registered as ``name``."""
+    if name not in READERS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {reader_names()}")
+    module, function = READERS[name].split(":")
+    return getattr(importlib.import_module(module), function)(Path(root), data, splits)
+
+
+def reader_options(cls: type, data):
+    """``data.reader_options`` as the reader's frozen dataclass ``cls`` (strict, typed)."""
+    from sedweak.config import from_dict
+
+    return from_dict(cls, dict(data.reader_options), "data.reader_options")
