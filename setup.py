@@ -34,9 +34,13 @@ setup(
         # `sedweak export` checks every .tflite it writes with the same interpreter the
         # device runtime uses (export/sedweak_runtime.py).
         "ai-edge-litert>=2.3",
+        # sed_eval's dcase_util imports pkg_resources, which newer setuptools no longer ship.
+        "setuptools>=65,<80",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        # jax: tests/test_backends.py trains under KERAS_BACKEND=jax (jaxlib CPU wheel, ~350 MB
+        # installed, ~20 s to install). torch is optional: its test skips without it.
+        "test": ["pytest>=8", "jax[cpu]==0.10.2"],
         "edge": ["ai-edge-litert>=2.0", "numpy", "soundfile"],
     },
     entry_points={"console_scripts": ["sedweak=sedweak.cli:main"]},

@@ -9,7 +9,16 @@ float16 on waveform input with the in-graph front end) the script exports throug
 and times ``Interpreter(num_threads=1)`` signature calls on one clip (median of
 ``--runs`` after 2 warm-ups). Log-mel rows add the numpy front end of
 ``export/sedweak_runtime.py`` (timed once per script) to the real-time factor.
-Prints a Markdown table and writes ``bench/results/export.json``.
+Streaming rows (``--chunks``): the ``sedweak export --streaming`` step in float32, int8
+and int8 full-integer, run over a whole clip by the runtime's ``StreamingModel``
+(latency = all chunk calls of one 10 s clip, Python included); max diff against the
+Keras model's offline strong output (bidirectional presets: the backward GRU restarts
+per chunk, so this is the approximation's error, not conversion noise).
+
+Parity (``--model RUN/model.keras --data RUN/config.yaml``): tagging / segment / event F1
+on the run's eval split (cached librosa features for every row, so only the model
+differs) for Keras and every mode, plus max |strong - keras| over the split.
+Prints Markdown tables and writes ``bench/results/export.json``.
 """
 
 from __future__ import annotations
@@ -24,12 +33,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import versions, write_record  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_PATH = ROOT / "bench" / "results" / "export.json"
 VARIANTS = (("float32", False), ("float16", False), ("dynamic", False), ("float32", True), ("float16", True))
+STREAM_VARIANTS = (("float32", False), ("int8", False), ("int8", True), ("int16x8", False))  # (mode, full_integer)
 
 
 def _runtime():
@@ -88,7 +97,13 @@ def _front_end_ms(info, runs: int) -> float:
 
 
 def _row(name, model, info, mode, waveform, runs, front_ms, workdir) -> dict:
-    from sedweak.export import buffer_sizes, check_clips, check_tflite, export_tflite, input_shape
+    from sedweak.export import (
+        buffer_sizes,
+        check_clips,
+        check_tflite,
+        export_tflite,
+        input_shape,
+    )
 
     path = export_tflite(model, info, Path(workdir) / f"{name}_{mode}_{int(waveform)}.tflite", mode, waveform)
     report = check_tflite(path, model, info, clips=3)
@@ -111,16 +126,57 @@ def _runtime_logmel(waveform, info):
     return _runtime().logmel(waveform, spec)
 
 
-def run(presets: list[str], model_path: str | None, runs: int, num_classes: int) -> dict:
+def _stream_export(model, info, path, chunk, mode, full_integer, calibration, lookahead=0):
+    from sedweak.export_streaming import export_streaming
+
+    return export_streaming(model, info, path, chunk, mode, calibration if mode.startswith("int") else None, full_integer,
+                            lookahead=lookahead)
+
+
+def _stream_latency_ms(path: Path, logmel: np.ndarray, runs: int) -> tuple[np.ndarray, float]:
+    """(strong of the whole clip, median ms to stream it) with 1 interpreter thread."""
+    detector = _runtime().Detector(path, num_threads=1)
+    strong, times = None, []
+    for i in range(runs + 1):
+        start = time.perf_counter()
+        strong = detector.streaming.push(logmel, final=True)
+        if i >= 1:
+            times.append(time.perf_counter() - start)
+    return strong, 1000 * float(np.median(times))
+
+
+def _stream_rows(name, model, info, chunks, runs, workdir) -> list[dict]:
+    from sedweak.export import check_clips
+
+    clips = [_runtime_logmel(c, info) for c in check_clips(info, 4, seed=1)]
+    logmel = _runtime_logmel(check_clips(info, 1)[0], info)
+    keras_strong = np.asarray(model.predict_on_batch(logmel[np.newaxis])["strong"])[0]
     rows = []
+    for chunk in chunks:
+        for mode, full in STREAM_VARIANTS:
+            path = _stream_export(model, info, Path(workdir) / f"{name}_s{chunk}_{mode}{int(full)}.tflite",
+                                  chunk, mode, full, clips)
+            strong, latency = _stream_latency_ms(path, logmel, runs)
+            rows.append({"model": name, "mode": f"stream {mode}{' full-int' if full else ''}", "chunk_frames": chunk,
+                         "size_bytes": path.stat().st_size, "max_abs_diff_strong": float(np.abs(strong - keras_strong).max()),
+                         "latency_ms": round(latency, 2), "real_time_factor": round(latency / 1000 / info.clip_seconds, 5)})
+            print(f"{name} stream {mode} full={full} chunk {chunk}: done", flush=True)
+    return rows
+
+
+def run(presets: list[str], model_path: str | None, runs: int, num_classes: int, chunks=(20,)) -> dict:
+    rows, stream_rows = [], []
     with tempfile.TemporaryDirectory() as workdir:
         for name, model, info in _models(presets, model_path, num_classes):
             front_ms = _front_end_ms(info, runs)
             for mode, waveform in VARIANTS:
                 rows.append(_row(name, model, info, mode, waveform, runs, front_ms, workdir))
                 print(f"{name} {mode} {'waveform' if waveform else 'logmel'}: done", flush=True)
+            stream_rows += _stream_rows(name, model, info, [c for c in chunks if c % info.time_pooling == 0],
+                                        runs, workdir)
     return {"cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-            "load_average_1min": os.getloadavg()[0], "runs": runs, "versions": versions(), "results": rows}
+            "load_average_1min": os.getloadavg()[0], "runs": runs, "versions": versions(), "results": rows,
+            "streaming": stream_rows}
 
 
 def markdown_table(record: dict) -> str:
@@ -131,6 +187,11 @@ def markdown_table(record: dict) -> str:
         lines.append(f"| {r['model']} | {r['mode']} | {r['input']} | {r['weights']:,} | {r['size_bytes'] / 1024:.0f} | "
                      f"{diff['strong']:.1e} / {diff['weak']:.1e} | {r['latency_ms']:.1f} | "
                      f"{r['front_end_ms']:.1f} | {r['real_time_factor']:.4f} |")
+    lines += ["", "| model | streaming mode | chunk frames | file KB | max diff strong | ms per 10 s clip | RTF |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['mode']} | {r['chunk_frames']} | {r['size_bytes'] / 1024:.0f} | "
+              f"{r['max_abs_diff_strong']:.1e} | {r['latency_ms']:.1f} | {r['real_time_factor']:.4f} |"
+              for r in record.get("streaming", [])]
     return "\n".join(lines)
 
 
@@ -140,9 +201,20 @@ def main() -> None:
     parser.add_argument("--model", help="also a trained MODEL.keras (its own clip length and classes)")
     parser.add_argument("--runs", type=int, default=10, help="timed calls per variant (median)")
     parser.add_argument("--classes", type=int, default=10, help="classes of the random-init presets")
+    parser.add_argument("--chunks", default="20", help="comma-separated streaming chunk sizes in feature frames")
+    parser.add_argument("--lookaheads", default="0", help="parity: comma-separated backward look-ahead frames")
+    parser.add_argument("--data", help="the run's config.yaml: adds the F1 parity table on its eval split")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH, help="JSON output path")
     args = parser.parse_args()
-    record = run([p for p in args.presets.split(",") if p], args.model, args.runs, args.classes)
+    chunks = [int(c) for c in args.chunks.split(",") if c]
+    if args.data:
+        from bench_parity import parity, parity_table
+
+        record = parity(args.model, args.data, chunks, args.runs, [int(a) for a in args.lookaheads.split(",")])
+        print(parity_table(record))
+        write_record(args.out.with_name("export_parity.json"), record)
+        return
+    record = run([p for p in args.presets.split(",") if p], args.model, args.runs, args.classes, chunks)
     print(f"\nTFLite, 1 interpreter thread, {record['cpu_count']} CPU cores, load {record['load_average_1min']:.2f}, "
           f"median of {args.runs} calls\n")
     print(markdown_table(record))

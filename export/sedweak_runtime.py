@@ -66,6 +66,23 @@ def mel_matrix(sample_rate_hz: int, n_fft: int, n_mels: int, mel_min_hz: float, 
     return np.ascontiguousarray(weights.T, dtype=np.float32)
 
 
+def _stft_window(features: dict) -> np.ndarray:
+    """Periodic Hann of ``window_samples`` centred in ``n_fft`` zeros."""
+    n_fft, win = features["n_fft"], features["window_samples"]
+    window = np.zeros(n_fft)
+    left = (n_fft - win) // 2
+    window[left:left + win] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)
+    return window
+
+
+def frames_to_logmel(frames: np.ndarray, features: dict) -> np.ndarray:
+    """(T, n_fft) raw sample frames -> (T, n_mels) float32 dB."""
+    power = np.abs(np.fft.rfft(frames * _stft_window(features), axis=1)) ** 2                # (T, bins)
+    mel = power @ mel_matrix(features["sample_rate_hz"], features["n_fft"], features["n_mels"],
+                             features["mel_min_hz"], features["mel_max_hz"]).astype(np.float64)
+    return (10.0 * np.log10(np.maximum(mel, features["amin_power"]))).astype(np.float32)
+
+
 def logmel(waveform: np.ndarray, features: dict) -> np.ndarray:
     """Log-mel dB of a mono clip: (samples,) -> (samples // hop, n_mels) float32.
 
@@ -73,19 +90,50 @@ def logmel(waveform: np.ndarray, features: dict) -> np.ndarray:
     ``window_samples`` centred in ``n_fft``, power spectrum, Slaney mel filters,
     ``10 log10(max(., amin_power))``, last frame dropped.
     """
-    n_fft, hop, win = features["n_fft"], features["hop_samples"], features["window_samples"]
+    n_fft, hop = features["n_fft"], features["hop_samples"]
     num_frames = len(waveform) // hop
-    padded = np.pad(np.asarray(waveform, np.float64), (n_fft // 2, n_fft // 2))
-    window = np.zeros(n_fft)
-    left = (n_fft - win) // 2
-    window[left:left + win] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)   # periodic Hann
     if num_frames == 0:
         return np.zeros((0, features["n_mels"]), np.float32)
+    padded = np.pad(np.asarray(waveform, np.float64), (n_fft // 2, n_fft // 2))
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:num_frames]  # (T, n_fft)
-    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2                              # (T, bins)
-    mel = power @ mel_matrix(features["sample_rate_hz"], n_fft, features["n_mels"],
-                             features["mel_min_hz"], features["mel_max_hz"]).astype(np.float64)
-    return (10.0 * np.log10(np.maximum(mel, features["amin_power"]))).astype(np.float32)
+    return frames_to_logmel(frames, features)
+
+
+class StreamingLogMel:
+    """:func:`logmel` over audio arriving in pieces, in constant memory.
+
+    Frame ``i`` is centred on sample ``i * hop`` and needs samples up to ``i * hop + n_fft // 2``
+    (the centre padding): a frame comes out ``n_fft // 2`` samples (16 ms at 16 kHz,
+    n_fft 512) after its centre. :meth:`flush` adds the final zeros; the concatenated
+    frames equal ``logmel(whole_waveform)``.
+    """
+
+    def __init__(self, features: dict):
+        self.features = features
+        self._buffer = np.zeros(features["n_fft"] // 2, np.float64)   # the left centre padding
+        self._samples = 0      # waveform samples pushed so far
+        self._frames = 0       # frames emitted so far
+
+    def _emit(self, limit: int) -> np.ndarray:
+        n_fft, hop = self.features["n_fft"], self.features["hop_samples"]
+        count = max(0, min(limit, (len(self._buffer) - n_fft) // hop + 1 if len(self._buffer) >= n_fft else 0))
+        if count == 0:
+            return np.zeros((0, self.features["n_mels"]), np.float32)
+        frames = np.lib.stride_tricks.sliding_window_view(self._buffer, n_fft)[::hop][:count]
+        out = frames_to_logmel(frames, self.features)
+        self._buffer, self._frames = self._buffer[count * hop:], self._frames + count
+        return out
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """New mono samples -> the (frames, n_mels) dB frames they complete."""
+        self._buffer = np.concatenate([self._buffer, np.asarray(samples, np.float64)])
+        self._samples += len(samples)
+        return self._emit(self._samples // self.features["hop_samples"] - self._frames)
+
+    def flush(self) -> np.ndarray:
+        """End of stream: the last frames (right centre padding with zeros)."""
+        self._buffer = np.concatenate([self._buffer, np.zeros(self.features["n_fft"] // 2)])
+        return self._emit(self._samples // self.features["hop_samples"] - self._frames)
 
 
 # ----------------------------------------------------------------------------- post-processing
@@ -163,6 +211,67 @@ def window_starts(num_frames: int, window_frames: int, hop_frames: int) -> list[
     return list(range(0, num_frames - window_frames, hop_frames)) + [num_frames - window_frames]
 
 
+class StreamingModel:
+    """A ``sedweak export --streaming`` file: feature chunks + recurrent states -> frame probabilities.
+
+    Each call sees ``context`` frames either side of a ``chunk`` of frames (a mask marks the
+    frames beyond the stream's ends) and carries the forward GRU states; int8 inputs and
+    outputs are quantized / dequantized with the sidecar's scale and zero point.
+    """
+
+    def __init__(self, runner, meta: dict):
+        self._runner, self.meta = runner, meta
+        stream = meta["streaming"]
+        self.chunk, self.context, self.pool = stream["chunk_frames"], stream["context_frames"], meta["time_pooling"]
+        self.width = self.chunk + stream.get("lookahead_frames", 0) + 2 * self.context   # frames per step
+        self._tensors = stream["tensors"]
+        self.reset()
+
+    def reset(self) -> None:
+        self._states = [np.zeros((1, u), np.float32) for u in self.meta["streaming"]["state_units"]]
+        self._frames = np.zeros((self.context, self.meta["features"]["n_mels"]), np.float32)  # left edge
+        self._valid = np.zeros(self.context, np.float32)
+        self._seen, self._emitted = 0, 0
+
+    def _to_model(self, name: str, x: np.ndarray) -> np.ndarray:
+        q = self._tensors[name]
+        if q["dtype"] != "int8":
+            return x.astype(np.float32)
+        return np.clip(np.round(x / q["scale"] + q["zero_point"]), -128, 127).astype(np.int8)
+
+    def _from_model(self, name: str, x: np.ndarray) -> np.ndarray:
+        q = self._tensors[name]
+        return x.astype(np.float32) if q["dtype"] != "int8" else (x.astype(np.float32) - q["zero_point"]) * q["scale"]
+
+    def _step(self) -> np.ndarray:
+        inputs = {"logmel": self._frames[np.newaxis, :self.width], "mask": self._valid[np.newaxis, :self.width],
+                  **{f"state_{i}": s for i, s in enumerate(self._states)}}
+        out = self._runner(**{k: self._to_model(k, v) for k, v in inputs.items()})
+        self._states = [self._from_model(f"state_{i}", out[f"state_{i}"]) for i in range(len(self._states))]
+        self._frames, self._valid = self._frames[self.chunk:], self._valid[self.chunk:]
+        return self._from_model("strong", np.asarray(out["strong"]))[0]
+
+    def push(self, frames: np.ndarray, final: bool = False) -> np.ndarray:
+        """(n, n_mels) new feature frames -> (m, classes) model frames now complete (m may be 0).
+        ``final``: end of stream; pads the right edge and returns the rest."""
+        self._frames = np.concatenate([self._frames, frames.astype(np.float32)])
+        self._valid = np.concatenate([self._valid, np.ones(len(frames), np.float32)])
+        self._seen += len(frames)
+        total = self._seen // self.pool
+        if final:
+            pad = self.width
+            self._frames = np.concatenate([self._frames, np.zeros((pad, self._frames.shape[1]), np.float32)])
+            self._valid = np.concatenate([self._valid, np.zeros(pad, np.float32)])
+        outputs = [np.zeros((0, len(self.meta["classes"])), np.float32)]
+        while self._emitted < total and (final or len(self._valid) >= self.width):
+            probs = self._step()[:total - self._emitted]
+            outputs.append(probs)
+            self._emitted += len(probs)
+        if final:
+            self.reset()
+        return np.concatenate(outputs)
+
+
 class Detector:
     """A .tflite CRNN exported by ``sedweak export`` and its ``.tflite.json`` sidecar.
 
@@ -186,6 +295,22 @@ class Detector:
         interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
         self._runner = interpreter.get_signature_runner(self.meta["signature"])
         self._input = self.meta["input"]
+        self.streaming = StreamingModel(self._runner, self.meta) if "streaming" in self.meta else None
+
+    def stream(self, audio_chunks):
+        """Audio pieces (any lengths, model rate) -> yields (frames, classes) probabilities as they
+        complete; needs a ``--streaming`` export. Constant memory. A model frame comes out
+        ``context_frames`` feature frames + ``n_fft // 2`` samples (the STFT centre padding)
+        after its last feature frame, and at most one chunk later (see export/README.md)."""
+        if self.streaming is None:
+            raise ValueError("stream() needs a model exported with `sedweak export --streaming`")
+        front_end = StreamingLogMel(self.features)
+        self.streaming.reset()
+        for piece in audio_chunks:
+            probs = self.streaming.push(front_end.push(np.asarray(piece, np.float32)))
+            if len(probs):
+                yield probs
+        yield self.streaming.push(front_end.flush(), final=True)
 
     def _run_window(self, x: np.ndarray) -> np.ndarray:
         """One window of the input shape without batch -> strong (model_frames, classes)."""
@@ -194,6 +319,8 @@ class Detector:
 
     def frame_probabilities(self, waveform: np.ndarray) -> np.ndarray:
         """Mono waveform (samples,) at the model rate -> strong (samples // hop // pool, classes)."""
+        if self.streaming is not None:   # the whole file through the streaming step (any length)
+            return np.concatenate(list(self.stream([waveform])))
         pool, hop_samples = self.meta["time_pooling"], self.features["hop_samples"]
         window = self.meta["clip_frames"]
         covered = (window // pool) * pool

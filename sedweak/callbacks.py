@@ -37,8 +37,10 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     """Best/last checkpoints and early stopping on the sum of ``monitor`` logs (lower is better)."""
 
     def __init__(self, checkpoint_dir: Path, info: ModelInfo, patience_epochs: int,
-                 monitor: tuple[str, ...] = SELECTION_LOSSES, state: dict | None = None):
+                 monitor: tuple[str, ...] = SELECTION_LOSSES, state: dict | None = None,
+                 select_last: bool = False):
         super().__init__()
+        self.select_last = select_last  # every epoch becomes "best"; no early stopping
         self.checkpoint_dir = Path(checkpoint_dir)
         self.info = info
         self.patience_epochs = patience_epochs
@@ -56,7 +58,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         value = float(sum(float(logs[name]) for name in self.monitor))
         if not math.isfinite(value):
             raise RuntimeError(f"{'+'.join(self.monitor)} is {value} at epoch {epoch + 1}: training diverged")
-        if value < self.best:
+        if value < self.best or self.select_last:
             self.best, self.best_epoch, self.wait = value, epoch, 0
             save_model(self.model, self.checkpoint_dir / "best.keras", self.info)
         else:

@@ -245,28 +245,52 @@ def saliency(model, inputs, class_name, method, out_dir, event_frames, reference
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--mode", type=click.Choice(["float32", "float16", "dynamic"]), default="float32", show_default=True,
-              help="float16: float16 weights; dynamic: int8 weights, dynamic-range activations.")
+@click.option("--mode", type=click.Choice(["float32", "float16", "dynamic", "int8", "int16x8"]), default="float32",
+              show_default=True, help="float16: float16 weights; dynamic: int8 weights, dynamic-range activations; "
+                                      "int8 / int16x8: integer ops, int8 / int16 activations "
+                                      "(--streaming only, needs --calibration).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="TFLite file (sidecar OUT.json beside it).")
 @click.option("--waveform-input", is_flag=True, help="Input (1, clip_samples) with the log-mel front end in the graph.")
 @click.option("--check", is_flag=True, help="List the ops and compare with the Keras model on 3 test clips.")
-def export(model, mode, out, waveform_input, check):
+@click.option("--streaming", is_flag=True, help="Export the chunk step: feature chunk + GRU states -> outputs + states.")
+@click.option("--chunk-frames", type=int, default=20, show_default=True,
+              help="Feature frames per streaming step (a multiple of the time pooling).")
+@click.option("--calibration", type=click.Path(exists=True),
+              help="int8 calibration: a run's config.yaml (its training features) or a folder of audio files.")
+@click.option("--full-integer", is_flag=True, help="int8 inputs / outputs too (scale and zero point in the sidecar).")
+@click.option("--lookahead-frames", type=int, default=0, show_default=True,
+              help="Streaming: frames past each chunk a bidirectional GRU's backward direction reads (adds latency).")
+def export(model, mode, out, waveform_input, check, streaming, chunk_frames, calibration, full_integer,
+           lookahead_frames):
     """Convert MODEL.keras to a batch-1 TFLite file with builtin ops only."""
     from sedweak.artifacts import load_model
     from sedweak.export import ExportError, check_tflite, export_tflite
 
     try:
         keras_model, info = load_model(model)
-        path = export_tflite(keras_model, info, out, mode, waveform_input, source=str(model))
-        report = check_tflite(path, keras_model, info, clips=3 if check else 0)
+        if streaming:
+            from sedweak.export_streaming import calibration_logmels, export_streaming
+
+            if waveform_input:
+                raise ValueError("--streaming takes log-mel frames (the runtime's streaming front end makes them)")
+            clips = calibration_logmels(calibration, info) if calibration else None
+            path = export_streaming(keras_model, info, out, chunk_frames, mode, clips, full_integer, str(model),
+                                    lookahead_frames)
+        else:
+            if full_integer or calibration:
+                raise ValueError("--full-integer / --calibration apply to --streaming --mode int8 exports")
+            path = export_tflite(keras_model, info, out, mode, waveform_input, source=str(model))
+        report = check_tflite(path, keras_model, info, clips=3 if check and not streaming else 0)
     except USER_ERRORS + (ExportError,) as err:
         _fail(err)
-    click.echo(f"{path}: {report.size_bytes / 1e3:.1f} kB, {mode}, "
-               f"{'waveform' if waveform_input else 'log-mel'} input, builtin ops only")
+    kind = f"streaming {chunk_frames}-frame chunk" if streaming else ("waveform" if waveform_input else "log-mel")
+    click.echo(f"{path}: {report.size_bytes / 1e3:.1f} kB, {mode}{' full-integer' if full_integer else ''}, "
+               f"{kind} input, builtin ops only")
     if check:
         click.echo("ops: " + ", ".join(f"{name} x{n}" for name, n in report.ops.items()))
-        click.echo("max |tflite - keras| over 3 clips: "
-                   + ", ".join(f"{k} {v:.2e}" for k, v in report.max_abs_diff.items()))
+        if report.max_abs_diff:
+            click.echo("max |tflite - keras| over 3 clips: "
+                       + ", ".join(f"{k} {v:.2e}" for k, v in report.max_abs_diff.items()))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -118,9 +118,15 @@ class AugmentConfig:
     time_shift: bool = True  # circular shift of features and strong targets together
     freq_mask_bands_max: int = 8  # SpecAugment-style: one band block set to the clip mean
     mix_probability: float = 0.3  # mix with another clip (power domain), targets united
+    freq_shift_bands_max: int = 0  # roll the mel axis by k in [-max, max] bins, edge bin repeated; 0: off
+    # SpecAugment time mask: one block of up to this many feature frames set to the clip mean;
+    # targets unchanged, and a mask that would hide a whole labelled event is skipped. 0: off.
+    time_mask_frames_max: int = 0
 
     def __post_init__(self) -> None:
         _check(self.gain_db_max >= 0, "augment.gain_db_max must be >= 0")
+        _check(self.freq_shift_bands_max >= 0 and self.time_mask_frames_max >= 0,
+               "augment.freq_shift_bands_max and augment.time_mask_frames_max must be >= 0")
         _check(self.freq_mask_bands_max >= 0, "augment.freq_mask_bands_max must be >= 0")
         _check(0.0 <= self.mix_probability <= 1.0, "augment.mix_probability must be in [0, 1]")
 
@@ -136,7 +142,10 @@ class ModelConfig:
     conv_pool_time: tuple[int, ...] = (1, 1, 1)
     conv_activation: str = "relu"  # "relu" or "glu"
     dropout_rate: float = 0.25
-    rnn_units: tuple[int, ...] = (32,)  # per direction, bidirectional GRU per entry
+    rnn_units: tuple[int, ...] = (32,)  # per direction, one GRU layer per entry
+    # Bidirectional GRUs see the whole clip; forward-only ones can stream exactly on a
+    # device (export --streaming), at some cost in accuracy.
+    rnn_bidirectional: bool = True
     dense_units: tuple[int, ...] = ()
     weak_pooling: str = "linear_softmax"  # max | mean | attention | linear_softmax
     embedding_dim: int = 64
@@ -185,15 +194,40 @@ class TrainConfig:
     # budget, e.g. the demo's); "constant": Adam at learning_rate throughout.
     learning_rate_schedule: str = "cosine"
     early_stopping_patience_epochs: int = 8
+    # Which epoch becomes model.keras: "best_val_loss" (lowest unweighted strong + weak
+    # validation BCE, with early stopping) or "last" (the end of the learning-rate schedule;
+    # no early stopping) -- the fair rule when validation losses are non-monotonic, as in
+    # weak-only training or a loss-weight sweep.
+    select_epoch: str = "best_val_loss"
     seed: int = 0
     jit_compile: bool = False  # XLA on CPU: minutes of compilation and OOM (GUIDE §5)
     fast_dev_run: bool = False  # a couple of batches, one epoch: a smoke run of a recipe
+    # "shuffle": each clip once per epoch; "balanced": AudioSet-style, classes round-robin then
+    # a clip containing the class (sedweak.datasets.sampling).
+    sampling: str = "shuffle"
+    # Per-class BCE weights folded into per-clip sample weights: none | inverse_frequency | sqrt_inverse.
+    class_weighting: str = "none"
+    # Where to train (sedweak/distribute.py): "default" one device; "mirrored" tf.distribute
+    # over the visible GPUs (or train.devices); "multiworker" over the hosts of TF_CONFIG;
+    # "data_parallel" keras.distribution under JAX. batch_size is the GLOBAL batch, split
+    # evenly over the replicas.
+    strategy: str = "default"
+    devices: tuple[str, ...] = ()  # e.g. ["/gpu:0", "/gpu:1"]; empty: every visible GPU
+    # mixed_float16 on a GPU, mixed_bfloat16 on CPU; input norm and outputs stay float32.
+    mixed_precision: bool = False
 
     def __post_init__(self) -> None:
         _check(self.batch_size > 0 and self.epochs > 0, "train.batch_size and train.epochs must be > 0")
+        _check(self.sampling in ("shuffle", "balanced"), "train.sampling must be 'shuffle' or 'balanced'")
+        _check(self.class_weighting in ("none", "inverse_frequency", "sqrt_inverse"),
+               "train.class_weighting must be none, inverse_frequency or sqrt_inverse")
         _check(self.learning_rate > 0, "train.learning_rate must be > 0")
+        _check(self.select_epoch in ("best_val_loss", "last"), "train.select_epoch must be 'best_val_loss' or 'last'")
         _check(self.learning_rate_schedule in ("cosine", "constant"),
                "train.learning_rate_schedule must be 'cosine' or 'constant'")
+        from sedweak.distribute import STRATEGIES
+
+        _check(self.strategy in STRATEGIES, f"train.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
 
 
 @dataclass(frozen=True)
@@ -228,6 +262,24 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    """How the log-mel cache is built and read (not part of its identity: features are equal)."""
+
+    # Feature worker processes; 0: min(4, cpu_count); 1: in this process. 1 by default: on
+    # a 2-core machine 2 workers were slower than 1 (bench/bench_cache.py).
+    num_workers: int = 1
+    # A split whose features fit in this many MB is loaded into memory; a larger one is
+    # streamed from the HDF5 file batch by batch.
+    in_memory_max_mb: float = 2048.0
+    flush_every_clips: int = 1  # a kill -9 loses the clips in flight and up to this many - 1 finished
+
+    def __post_init__(self) -> None:
+        _check(self.num_workers >= 0, "cache.num_workers must be >= 0")
+        _check(self.in_memory_max_mb >= 0, "cache.in_memory_max_mb must be >= 0")
+        _check(self.flush_every_clips > 0, "cache.flush_every_clips must be > 0")
+
+
+@dataclass(frozen=True)
 class Config:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -237,6 +289,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 def _check(condition: bool, message: str) -> None:

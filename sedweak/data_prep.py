@@ -23,6 +23,9 @@ FAST_DEV_CLIPS = {"num_train_clips": 16, "num_valid_clips": 8, "num_eval_clips":
 
 @dataclass(frozen=True)
 class PreparedData:
+    """Splits of a dataset; ``features[split].features`` is in memory or streamed from its h5
+    cache, by size (``cache.in_memory_max_mb``)."""
+
     root: Path
     classes: tuple[str, ...]
     clips: dict[str, ClipSet]
@@ -57,7 +60,6 @@ def prepare_data(config: Config, workdir: Path, splits=SPLITS, progress: bool = 
     classes = list(config.data.classes)
     if config.data.dataset == "synth":
         classes = synthesize_if_needed(config, root)
-    if config.data.dataset == "synth":
         clips = {s: load_split(root, s, classes) for s in splits}
     else:
         clips = read_dataset(config.data.dataset, root, config.data, splits)
@@ -66,9 +68,16 @@ def prepare_data(config: Config, workdir: Path, splits=SPLITS, progress: bool = 
     tag = hashlib.sha1(signature.encode()).hexdigest()[:10]
     features = {}
     for split, clipset in clips.items():
-        cache = root / "features" / f"{split}-{tag}.h5"
+        # The clip list is part of the name: another selection of the same dataset (an
+        # UrbanSound8K fold, an AudioSet class subset) gets its own cache, never a rebuild
+        # of this one.
+        members = hashlib.sha1("\n".join(clipset.filenames).encode()).hexdigest()[:8]
+        cache = root / "features" / f"{split}-{tag}-{members}.h5"
         features[split] = cached_logmels(cache, clipset.audio_paths, clipset.filenames, config.features,
-                                         config.data.clip_seconds, progress=progress)
+                                         config.data.clip_seconds, progress=progress,
+                                         num_workers=config.cache.num_workers,
+                                         in_memory_max_mb=config.cache.in_memory_max_mb,
+                                         flush_every_clips=config.cache.flush_every_clips)
         for name, why in features[split].failed:
             log.warning("skipped %s/%s: %s", split, name, why)
     return PreparedData(root, tuple(classes), clips, features)

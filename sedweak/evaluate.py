@@ -10,7 +10,7 @@ from sedweak.artifacts import ModelInfo
 from sedweak.config import EvalConfig
 from sedweak.datasets.cache import CacheResult
 from sedweak.datasets.folder import ClipSet
-from sedweak.evaluation import score_events
+from sedweak.evaluation import score_clips
 from sedweak.inference import predict_logmel_outputs
 from sedweak.labels import Event, write_strong_tsv
 from sedweak.postprocessing import probabilities_to_events
@@ -32,16 +32,18 @@ def detect_cached(model, info: ModelInfo, features: CacheResult
 
 def evaluate_split(model, info: ModelInfo, clips: ClipSet, features: CacheResult,
                    eval_config: EvalConfig, out_tsv: Path | None = None) -> dict:
-    """Metrics (keys of ``sedweak.evaluation.score_events``) on the strongly labelled clips.
+    """Metrics (keys of ``sedweak.evaluation.score_events``) of a split.
 
-    Tagging scores the model's weak (clip) output, as in Adavanne & Virtanen; segment
-    and event scores the events post-processed from its strong output.
+    Tagging scores the model's weak (clip) output on every clip, as in Adavanne &
+    Virtanen; segment and event scores the events post-processed from its strong output
+    on the strongly labelled clips (NaN when the split has none, e.g. AudioSet).
     """
     events, _, tags = detect_cached(model, info, features)
-    reference = {n: ev for n, ev in clips.strong_reference.items() if n in events}
-    if not reference:
-        raise ValueError(f"split {clips.name!r} has no strongly labelled clips to evaluate detection on")
+    if not events:
+        raise ValueError(f"split {clips.name!r} has no usable clip to evaluate")
     if out_tsv is not None:
         write_strong_tsv(out_tsv, events)
-    estimated = {n: events[n] for n in reference}
-    return score_events(reference, estimated, list(info.classes), eval_config, estimated_tags=tags)
+    weak_reference = {n: clips.weak[n] for n in events}
+    strong_reference = {n: ev for n, ev in clips.strong_reference.items() if n in events}
+    estimated = {n: events[n] for n in strong_reference}
+    return score_clips(weak_reference, tags, strong_reference, estimated, list(info.classes), eval_config)

@@ -13,7 +13,8 @@ Input kinds:
                 graph, always float32 (quantizing it destroys it, GUIDE §5).
 
 Modes: ``float32`` (no optimisation), ``float16`` (float16 weights, float32
-compute), ``dynamic`` (int8 weights, dynamic-range activations). Everything the
+compute), ``dynamic`` (int8 weights, dynamic-range activations); full-integer ``int8``
+only for the loop-free streaming step (:mod:`sedweak.export_streaming`). Everything the
 device runtime needs (labels, front end, post-processing, clip length, input and
 output names) goes into a sidecar ``MODEL.tflite.json``.
 """
@@ -31,7 +32,7 @@ import numpy as np
 from sedweak.artifacts import ModelInfo
 from sedweak.io_utils import atomic_write_bytes, atomic_write_json
 
-EXPORT_MODES = ("float32", "float16", "dynamic")
+EXPORT_MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 OUTPUT_NAMES = ("strong", "weak")
 SIGNATURE_KEY = "serve"
 SIDECAR_FORMAT = "sedweak-tflite-1"
@@ -100,18 +101,33 @@ def write_saved_model(model, info: ModelInfo, waveform_input: bool, directory: s
     return Path(directory)
 
 
-def convert_saved_model(directory: str | Path, mode: str) -> bytes:
-    """SavedModel -> TFLite flatbuffer bytes, builtin ops only, in ``mode``."""
+def convert_saved_model(directory: str | Path, mode: str, representative=None, full_integer: bool = False) -> bytes:
+    """SavedModel -> TFLite flatbuffer bytes, builtin ops only, in ``mode``.
+
+    ``int8`` needs ``representative`` (a callable yielding lists of signature inputs) and
+    a loop-free graph: the calibrator segfaults on any WHILE (measured, even one of plain
+    ops), so only the streaming chunk graph is offered in int8. ``full_integer``: int8
+    input and output tensors too (else float, with quantize / dequantize in the graph).
+    ``int16x8``: the same with int16 activations (closer to float, slower kernels).
+    """
     import tensorflow as tf
 
     if mode not in EXPORT_MODES:
         raise ValueError(f"export mode must be one of {EXPORT_MODES}, got {mode!r}")
     converter = tf.lite.TFLiteConverter.from_saved_model(str(directory), signature_keys=[SIGNATURE_KEY])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if mode in ("float16", "dynamic"):
+    if mode in ("float16", "dynamic", "int8", "int16x8"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
+    if mode == "int8":
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if full_integer:
+            converter.inference_input_type = converter.inference_output_type = tf.int8
+    if mode == "int16x8":
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     try:
         return converter.convert()
     except Exception as err:  # ConverterError carries the MLIR diagnostics
@@ -152,6 +168,10 @@ def export_tflite(model, info: ModelInfo, out: str | Path, mode: str = "float32"
     ``dynamic`` with ``waveform_input`` is refused: dynamic-range quantization of the
     in-graph mel matmul ruins the front end (88 dB error measured, GUIDE §5).
     """
+    if mode in ("int8", "int16x8"):
+        raise ValueError(f"--mode {mode} is offered for --streaming exports only: the whole-clip graph needs a "
+                         "WHILE loop, which the int8 calibrator cannot run (segfault), and unrolling 1000 "
+                         "steps costs ~5.6 KB per step (see export/README.md)")
     if mode == "dynamic" and waveform_input:
         raise ValueError("--mode dynamic would quantize the in-graph log-mel front end (GUIDE §5: 88 dB "
                          "error); export log-mel input for dynamic, or use float32/float16 with --waveform-input")

@@ -54,9 +54,16 @@ def _batches(config: Config, data: PreparedData, split: str, info: ModelInfo, tr
     strong, weak = build_targets(data.clips[split], cached.filenames, info.classes, model_frames,
                                  info.model_frames_per_second, config.data.label_type,
                                  config.loss.weak_clip_strong_target)
+    class_weights = None
+    if training and config.train.class_weighting != "none":
+        from sedweak.datasets.sampling import class_weights as weights_for
+
+        class_weights = weights_for(weak, config.train.class_weighting)
+    # cached.features is an array, or an h5-backed array-like streamed batch by batch (cache.in_memory_max_mb).
     return ClipBatches(cached.features, strong, weak, config.train.batch_size, info.time_pooling,
                        shuffle=training, augment=config.augment if training else None,
-                       seed=config.train.seed, max_batches=2 if config.train.fast_dev_run else None)
+                       seed=config.train.seed, max_batches=2 if config.train.fast_dev_run else None,
+                       sampling=config.train.sampling if training else "shuffle", class_weights=class_weights)
 
 
 def _learning_rate(config: Config, steps_per_epoch: int):
@@ -79,7 +86,12 @@ def _compile(model, config: Config, steps_per_epoch: int = 1) -> None:
 
 
 def _model_for(config: Config, info: ModelInfo, checkpoints: Path, resume: bool, steps_per_epoch: int):
-    """A fresh compiled model, or the last checkpoint's when resuming. Returns (model, state)."""
+    """A fresh compiled model, or the last checkpoint's when resuming. Returns (model, state).
+
+    Under ``train.mixed_precision`` the layers are built (or loaded) with the mixed policy,
+    except :data:`sedweak.distribute.FLOAT32_LAYERS`.
+    """
+    from sedweak.distribute import dtype_policy, keep_float32
     from sedweak.models.crnn import build_crnn
 
     state = read_state(checkpoints)
@@ -87,45 +99,55 @@ def _model_for(config: Config, info: ModelInfo, checkpoints: Path, resume: bool,
         raise WorkdirError(f"{checkpoints}: a previous run left checkpoints here; pass --resume to "
                            "continue it, or choose another --workdir")
     if state is not None:
-        model, _ = load_model(checkpoints / "last.keras", compile=True)
+        with dtype_policy(config.train.mixed_precision):
+            model, _ = load_model(checkpoints / "last.keras", compile=True)
         log.info("resuming after epoch %d (best %s %.4f)", state["epoch"], state["monitor"], state["best"])
         return model, state
-    model = build_crnn(config.model, len(info.classes), config.features.n_mels, info.clip_frames)
+    with dtype_policy(config.train.mixed_precision) as policy:
+        model = build_crnn(config.model, len(info.classes), config.features.n_mels, info.clip_frames)
+    if policy != "float32":
+        log.info("dtype policy %s; float32 layers: %s", policy, keep_float32(model))
     _compile(model, config, steps_per_epoch)
     return model, None
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and the backend; deterministic TF kernels under TensorFlow."""
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if keras.backend.backend() == "tensorflow":  # JAX/torch runs need no TensorFlow
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
 
 
 def fit(config: Config, workdir: Path, data: PreparedData, resume: bool = False, verbose: int = 1):
-    """Train on ``data``; returns (best model, info, epochs run)."""
+    """Train on ``data`` (on ``train.strategy``'s replicas); returns (best model, info, epochs run)."""
     import keras
+
+    from sedweak.distribute import tensorboard_available, training_scope
 
     seed_everything(config.train.seed)
     info = model_info(config, data.classes)
     checkpoints = workdir / "checkpoints"
     train_batches = _batches(config, data, "train", info, True)
-    model, state = _model_for(config, info, checkpoints, resume, len(train_batches))
-    initial_epoch = state["epoch"] if state else 0
-    epochs = 1 if config.train.fast_dev_run else config.train.epochs
-    callbacks = [
-        ResumableCheckpoint(checkpoints, info, config.train.early_stopping_patience_epochs, state=state),
-        keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=state is not None),
-        keras.callbacks.TensorBoard(str(workdir / "tensorboard"), write_graph=False),
-    ]
-    stopped_early = state is not None and state["wait"] >= config.train.early_stopping_patience_epochs
-    if initial_epoch < epochs and not stopped_early:
-        with warnings.catch_warnings():
-            # The embedding head has no loss until an embedding recipe gives it one.
-            warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
-            model.fit(train_batches,
-                      validation_data=_batches(config, data, "valid", info, False),
+    # The model is built, compiled and fitted on the replicas of train.strategy.
+    with training_scope(config.train.strategy, config.train.devices), warnings.catch_warnings():
+        # The embedding head has no loss until an embedding recipe gives it one.
+        warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
+        model, state = _model_for(config, info, checkpoints, resume, len(train_batches))
+        initial_epoch = state["epoch"] if state else 0
+        epochs = 1 if config.train.fast_dev_run else config.train.epochs
+        callbacks = [
+            ResumableCheckpoint(checkpoints, info, config.train.early_stopping_patience_epochs, state=state,
+                                select_last=config.train.select_epoch == "last"),
+            keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=state is not None),
+        ] + ([keras.callbacks.TensorBoard(str(workdir / "tensorboard"), write_graph=False)]
+             if tensorboard_available() else [])  # it writes through tensorflow.summary
+        stopped_early = state is not None and state["wait"] >= config.train.early_stopping_patience_epochs
+        if initial_epoch < epochs and not stopped_early:
+            model.fit(train_batches, validation_data=_batches(config, data, "valid", info, False),
                       epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
     best, _ = load_model(checkpoints / "best.keras")
     return best, info, read_state(checkpoints)["epoch"]
@@ -136,6 +158,12 @@ def run(config: Config, workdir: str | Path, resume: bool = False, verbose: int 
     """Train, select the best epoch on the valid split, evaluate on eval, write artifacts."""
     from sedweak.evaluate import evaluate_split
 
+    from sedweak.distribute import backend, check_strategy, read_tf_config
+
+    # A wrong strategy or TF_CONFIG fails now, not after minutes of data preparation.
+    check_strategy(config.train.strategy, backend())
+    if config.train.strategy == "multiworker":
+        read_tf_config()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.yaml")

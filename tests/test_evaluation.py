@@ -292,3 +292,25 @@ def test_per_class_markdown_shows_infinite_error_rate():
     estimated = {"a": [Event("a", 0.0, 1.0, "dog"), Event("a", 2.0, 3.0, "cat")]}
     text = per_class_markdown(score_events(reference, estimated, ["cat", "dog"]))
     assert "| cat | 0.0 | 0.0 | inf | 0.0 | inf |" in text
+
+
+def test_score_clips_without_strong_labels_gives_tagging_and_nan_detection():
+    from sedweak.evaluation import METRIC_KEYS, markdown_table, score_clips
+
+    weak = {"a.wav": ["dog"], "b.wav": ["cat"], "c.wav": []}
+    tags = {"a.wav": ["dog"], "b.wav": ["dog"], "c.wav": []}
+    metrics = score_clips(weak, tags, {}, {}, ["cat", "dog"])
+    assert set(metrics) == set(METRIC_KEYS) | {"per_class"}
+    assert metrics["tagging.precision"] == pytest.approx(0.5) and metrics["tagging.recall"] == pytest.approx(0.5)
+    assert math.isnan(metrics["segment.f1"]) and math.isnan(metrics["event.error_rate"])
+    assert "| n/a |" in markdown_table({"m": metrics})
+
+
+def test_score_clips_tags_every_clip_and_detects_on_strong_ones():
+    from sedweak.evaluation import score_clips
+
+    weak = {"a.wav": ["dog"], "w.wav": ["cat"]}
+    strong = {"a.wav": [Event("a.wav", 1.0, 2.0, "dog")]}
+    metrics = score_clips(weak, {"a.wav": ["dog"], "w.wav": ["cat"]}, strong, {"a.wav": [Event("a.wav", 1.0, 2.0, "dog")]},
+                          ["cat", "dog"])
+    assert metrics["tagging.f1"] == 1.0 and metrics["segment.f1"] == 1.0 and metrics["event.f1"] == 1.0

@@ -88,3 +88,12 @@ def test_kill_9_then_resume_finishes_training(tmp_path, tiny_recipe):
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert json.loads(state.read_text())["epoch"] == 6
     assert (workdir / "model.keras").is_file() and (workdir / "metrics.json").is_file()
+
+
+def test_select_last_keeps_the_final_epoch(tmp_path, tiny_recipe):
+    recipe, overrides = tiny_recipe
+    workdir = tmp_path / "run"
+    run(load_config(recipe, overrides + ["train.epochs=2", "train.select_epoch=last",
+                                         "train.early_stopping_patience_epochs=1"]), workdir, verbose=0)
+    state = json.loads((workdir / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 2 and state["best_epoch"] == 1 and state["wait"] == 0

@@ -3,6 +3,13 @@
 Targets live at the model's frame rate (feature rate / time pooling):
   strong (clips, model_frames, classes) in {0, 1} or ``losses.MASKED``
   weak   (clips, classes) in {0, 1}
+
+Features may be a NumPy array or the cache's ``H5Features``: then each batch reads its rows
+from the HDF5 file (streaming) and the split never sits in memory.
+
+Augmentation rule for masks: time and frequency masks change features only, never targets;
+a time mask that would cover every frame of a labelled event (a run of 1s of one class in
+the strong target) is skipped, so no positive target is left without any evidence.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import numpy as np
 
 from sedweak.config import AugmentConfig
 from sedweak.datasets.folder import ClipSet
+from sedweak.datasets.sampling import balanced_order, positive_mean_weights
 from sedweak.labels import events_to_frames, weak_vector
 from sedweak.losses import MASKED
 
@@ -53,33 +61,46 @@ def mix_logmels(a_db: np.ndarray, b_db: np.ndarray, b_gain_db: float) -> np.ndar
 
 
 class ClipBatches(keras.utils.PyDataset):
-    """Batches ``(logmel, {"strong", "weak"})`` with seeded shuffling and augmentation.
+    """Batches ``(logmel, {"strong", "weak"}[, sample_weight])``, seeded order and augmentation.
 
     Args:
-        features: (clips, frames, n_mels) log-mel in dB.
-        strong, weak: targets from :func:`build_targets`.
+        features: (clips, frames, n_mels) log-mel in dB: an array, or ``H5Features`` to stream.
+        strong, weak: targets from :func:`build_targets` (kept in memory: they are small).
         time_pooling: model frames = frames // time_pooling (time shifts respect it).
+        shuffle: a new order each epoch; ``sampling="balanced"`` draws by class instead
+            (:func:`sedweak.datasets.sampling.balanced_order`, as many draws as clips).
+        class_weights: (classes,) per-class weights; each batch then carries a sample weight
+            per clip, ``{"strong": (batch,), "weak": (batch,)}`` (see ``sampling``).
         augment: None for validation / evaluation.
         max_batches: cap per epoch (``--fast-dev-run``).
     """
 
-    def __init__(self, features: np.ndarray, strong: np.ndarray, weak: np.ndarray, batch_size: int,
+    def __init__(self, features, strong: np.ndarray, weak: np.ndarray, batch_size: int,
                  time_pooling: int = 1, shuffle: bool = False, augment: AugmentConfig | None = None,
-                 seed: int = 0, max_batches: int | None = None):
-        super().__init__(workers=1, use_multiprocessing=False)
+                 seed: int = 0, max_batches: int | None = None, sampling: str = "shuffle",
+                 class_weights: np.ndarray | None = None, workers: int = 1):
+        super().__init__(workers=workers, use_multiprocessing=False)
         if not (len(features) == len(strong) == len(weak)):
             raise ValueError("features, strong and weak need the same number of clips")
+        if sampling not in ("shuffle", "balanced"):
+            raise ValueError(f"sampling must be 'shuffle' or 'balanced', got {sampling!r}")
         self.features, self.strong, self.weak = features, strong, weak
         self.batch_size, self.time_pooling = batch_size, time_pooling
-        self.shuffle, self.augment, self.seed = shuffle, augment, seed
+        self.shuffle, self.augment, self.seed, self.sampling = shuffle, augment, seed, sampling
         self.max_batches = max_batches
+        self.class_weights = None if class_weights is None else np.asarray(class_weights, np.float32)
+        if self.class_weights is not None:
+            self._weight_norm = float(positive_mean_weights(weak, self.class_weights).mean() or 1.0)
         self.epoch = 0
         self.order = self._order()
 
     def _order(self) -> np.ndarray:
         if not self.shuffle:
             return np.arange(len(self.features))
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.features))
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.sampling == "balanced":
+            return balanced_order(self.weak, len(self.features), rng)
+        return rng.permutation(len(self.features))
 
     def __len__(self) -> int:
         batches = int(np.ceil(len(self.features) / self.batch_size))
@@ -91,13 +112,18 @@ class ClipBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-        x = self.features[rows].copy()
+        x = np.asarray(self.features[rows], np.float32)  # fancy indexing copies: ours to augment
         strong, weak = self.strong[rows].copy(), self.weak[rows].copy()
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             for j in range(len(rows)):
                 x[j], strong[j], weak[j] = self._augment_one(rng, x[j], strong[j], weak[j])
-        return x, {"strong": strong, "weak": weak}
+        y = {"strong": strong, "weak": weak}
+        if self.class_weights is None:
+            return x, y
+        # Weights from the (possibly mixed) clip labels, on the scale of the whole split.
+        w = positive_mean_weights(weak, self.class_weights) / self._weight_norm
+        return x, y, {"strong": w, "weak": w}
 
     def _augment_one(self, rng, x, strong, weak):
         aug = self.augment
@@ -115,8 +141,44 @@ class ClipBatches(keras.utils.PyDataset):
             strong = np.roll(strong, shift_model, axis=0)
         if aug.gain_db_max > 0:
             x = x + rng.uniform(-aug.gain_db_max, aug.gain_db_max)
+        if aug.freq_shift_bands_max > 0:
+            limit = min(aug.freq_shift_bands_max, x.shape[1] - 1)
+            x = shift_bands(x, int(rng.integers(-limit, limit + 1)))
         if aug.freq_mask_bands_max > 0:
             width = int(rng.integers(0, min(aug.freq_mask_bands_max, x.shape[1]) + 1))
             start = int(rng.integers(0, x.shape[1] - width + 1))
             x[:, start:start + width] = x.mean()
+        if aug.time_mask_frames_max > 0:
+            width = int(rng.integers(0, min(aug.time_mask_frames_max, x.shape[0]) + 1))
+            start = int(rng.integers(0, x.shape[0] - width + 1))
+            if not erases_an_event(strong, start, width, self.time_pooling):
+                x[start:start + width] = x.mean()
         return x.astype(np.float32), strong, weak
+
+
+def shift_bands(x: np.ndarray, bands: int) -> np.ndarray:
+    """(frames, n_mels) rolled by ``bands`` along mel (up when > 0), the vacated bins
+    filled with the edge bin they came from (no wrap-around of low into high frequencies)."""
+    if bands == 0:
+        return x
+    out = np.empty_like(x)
+    if bands > 0:
+        out[:, bands:], out[:, :bands] = x[:, :-bands], x[:, :1]
+    else:
+        out[:, :bands], out[:, bands:] = x[:, -bands:], x[:, -1:]
+    return out
+
+
+def erases_an_event(strong: np.ndarray, start: int, width: int, time_pooling: int) -> bool:
+    """Whether masking feature frames [start, start + width) hides every model frame of some
+    event: a maximal run of 1s of one class in ``strong`` (model_frames, classes)."""
+    if width == 0:
+        return False
+    model_frames = np.arange(strong.shape[0])
+    masked = (model_frames * time_pooling >= start) & ((model_frames + 1) * time_pooling <= start + width)
+    if not masked.any():
+        return False
+    positive = np.pad(strong.T == 1, ((0, 0), (1, 0))).ravel()  # (classes * (model_frames + 1),)
+    visible = np.pad((strong.T == 1) & ~masked[None, :], ((0, 0), (1, 0))).ravel()
+    run_id = np.cumsum(positive & ~np.roll(positive, 1)) * positive  # a leading 0 splits the classes
+    return bool(set(run_id[positive]) - set(run_id[visible]))

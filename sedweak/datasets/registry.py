@@ -2,8 +2,9 @@
 
 Contract: ``read(root: Path, data: DataConfig, splits: Sequence[str]) -> {split: ClipSet}``
 for the roles in ``splits`` (``train``, ``valid``, ``eval``). Labels outside
-``data.classes`` (when given) are errors naming the file and line; missing or corrupt
-audio is not the reader's business (the feature cache skips and lists it). Reader
+``data.classes`` (when given) are errors naming the file and line. Clips whose audio
+file is missing are excluded and listed by the reader; corrupt audio is skipped and
+listed by the feature cache. Reader
 options come from ``data.reader_options`` and are validated by the reader itself
 (a frozen dataclass loaded with ``sedweak.config.from_dict``: unknown keys are errors).
 
@@ -19,6 +20,12 @@ from typing import Sequence
 READERS: dict[str, str] = {
     "folder": "sedweak.datasets.folder:read",
     "synth": "sedweak.datasets.folder:read",  # synthesized into the DESED folder layout
+    "audioset": "sedweak.datasets.audioset:read",  # AudioSet segments CSVs + ontology, weak labels
+    "dcase2017_task4": "sedweak.datasets.dcase2017:read",  # DCASE 2017 task 4, 17 classes
+    "desed": "sedweak.datasets.desed:read",  # DESED as downloaded (DCASE task 4)
+    "urbansed": "sedweak.datasets.urbansed:read",  # URBAN-SED soundscapes, txt or JAMS annotations
+    "urbansound8k": "sedweak.datasets.urbansound8k:read",  # UrbanSound8K slices, split by fold
+    "generic": "sedweak.datasets.generic:read",  # class subfolders or a filename,label(s) CSV/TSV
 }
 
 

@@ -10,6 +10,7 @@ from sedweak.evaluation.report import (
     PER_CLASS_KEYS,
     markdown_table,
     per_class_markdown,
+    score_clips,
     score_events,
     score_tsv,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "markdown_table",
     "per_class_markdown",
     "prf_from_counts",
+    "score_clips",
     "score_events",
     "score_tsv",
     "tagging_counts",

@@ -54,7 +54,31 @@ def score_events(reference: EventsByFile, estimated: EventsByFile, classes: Sequ
     check_files_and_labels(reference, estimated, classes)
     tags = weak_from_strong(estimated) if estimated_tags is None else dict(estimated_tags)
     tagging = tagging_scores(weak_from_strong(reference), {f: tags.get(f, []) for f in reference}, classes)
-    detection = evaluate_detection(reference, estimated, classes, config)
+    return assemble(tagging, evaluate_detection(reference, estimated, classes, config), classes)
+
+
+def score_clips(weak_reference: Mapping[str, Sequence[str]], estimated_tags: Mapping[str, Sequence[str]],
+                strong_reference: EventsByFile, estimated: EventsByFile, classes: Sequence[str],
+                config: EvalConfig = EvalConfig()) -> dict:
+    """Tagging over every weakly labelled clip, detection over the strongly labelled ones.
+
+    A split without strong labels (AudioSet) gets NaN detection scores (``null`` in JSON,
+    ``n/a`` in tables) -- the keys are always the same.
+    """
+    tags = {f: list(estimated_tags.get(f, [])) for f in weak_reference}
+    tagging = tagging_scores(dict(weak_reference), tags, classes)
+    if not strong_reference:
+        return assemble(tagging, None, classes)
+    check_files_and_labels(strong_reference, estimated, classes)
+    return assemble(tagging, evaluate_detection(strong_reference, estimated, classes, config), classes)
+
+
+def assemble(tagging: Mapping, detection: Mapping | None, classes: Sequence[str]) -> dict:
+    """The fixed-key metrics dict from tagging and (optional) detection scores."""
+    if detection is None:
+        nan = {"error_rate": math.nan, "f1": math.nan, "f1_macro": math.nan,
+               "per_class": {c: {"f1": math.nan, "error_rate": math.nan} for c in classes}}
+        detection = {"segment": nan, "event": nan}
     seg, ev = detection["segment"], detection["event"]
     out = {
         "tagging.precision": tagging["precision"], "tagging.recall": tagging["recall"],
@@ -72,6 +96,8 @@ def score_events(reference: EventsByFile, estimated: EventsByFile, classes: Sequ
 
 
 def _cell(key: str, value: float) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
     if key.endswith("error_rate"):
         return "inf" if math.isinf(value) else f"{value:.2f}"
     return f"{100.0 * value:.1f}"

@@ -38,7 +38,10 @@ def build_crnn(config: ModelConfig, num_classes: int, n_mels: int = 64,
                       name=f"conv_block_{i}")(x)                      # (B, T', F', C)
     x = layers.Reshape((-1, bands * config.conv_filters[-1]), name="flatten_freq")(x)  # (B, T', F'C)
     for i, units in enumerate(config.rnn_units):
-        x = layers.Bidirectional(layers.GRU(units, return_sequences=True), name=f"bigru_{i}")(x)
+        if config.rnn_bidirectional:
+            x = layers.Bidirectional(layers.GRU(units, return_sequences=True), name=f"bigru_{i}")(x)
+        else:
+            x = layers.GRU(units, return_sequences=True, name=f"gru_{i}")(x)
     for i, units in enumerate(config.dense_units):
         # A plain Dense on (B, T', D) is time-distributed maths without TimeDistributed's
         # per-frame op expansion in Keras 3 (GUIDE §5).

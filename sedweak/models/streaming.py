@@ -1,0 +1,271 @@
+"""Converter-friendly CRNN pieces: a plain-op GRU and a chunked, stateful CRNN graph.
+
+* :func:`gru_steps` is ``keras.layers.GRU`` (``reset_after=True``, the Keras default)
+  written as MatMul / Add / Mul / Logistic / Tanh over a fixed number of steps, so
+  TFLite needs no WHILE / TensorList. :func:`chunked_gru` applies it chunk by chunk
+  with the state carried: the same numbers as the Keras layer (tests: < 1e-5).
+* :func:`stream_chunk` runs a trained :func:`sedweak.models.crnn.build_crnn` model on
+  one chunk of feature frames with ``context_frames`` of features on each side, a
+  validity ``mask`` (0 beyond the stream's start / end) and the forward GRU states:
+  the conv stack sees exactly what it sees offline ('same' zero padding is the mask),
+  the forward recurrence carries its state, so a **forward-only** model streams
+  exactly. A **bidirectional** GRU's backward direction needs the future of the whole
+  clip: here it restarts from zero at the end of every chunk, an approximation whose
+  error ``bench/bench_export.py`` measures.
+
+Shapes: ``C`` chunk feature frames, ``L`` context frames (each a multiple of the
+model's time pooling ``P``), window ``W = L + C + L``; outputs ``C // P`` model frames.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sedweak.models.layers import ConvBlock
+
+
+def gru_weights(gru) -> tuple:
+    """``keras.layers.GRU`` -> (kernel (D, 3U), recurrent (U, 3U), input bias (3U,), recurrent bias (3U,)).
+
+    Gate order z, r, h (Keras); the layer's variables (tensors inside a ``tf.function``).
+    Only ``reset_after=True`` with biases is supported.
+    """
+    cell = getattr(gru, "cell", gru)
+    if not getattr(cell, "reset_after", False) or not cell.use_bias:
+        raise ValueError(f"{gru.name}: only GRU(reset_after=True, use_bias=True) is supported")
+    return cell.kernel, cell.recurrent_kernel, cell.bias[0], cell.bias[1]
+
+
+def gru_steps(inputs, state, weights, reverse: bool = False):
+    """Plain-op GRU over a fixed number of steps.
+
+    Args:
+        inputs: (B, S, D) with S static. state: (B, U). weights: :func:`gru_weights`.
+        reverse: walk the steps from the last to the first (Keras ``go_backwards``);
+            outputs stay in input order (as ``Bidirectional`` re-aligns them).
+    Returns: outputs (B, S, U), final state (B, U).
+    """
+    from keras import ops
+
+    _, recurrent, _, bias_rec = weights
+    units = int(recurrent.shape[0])
+    # Gates z, r together and the candidate h apart, so that no step slices a tensor:
+    # per step 2 FullyConnected + 8 elementwise ops (fewer ops: a smaller, faster file).
+    gates_in, candidate_in = _projections(inputs, weights, units, unstack=True)
+    gates_kernel = recurrent[:, :2 * units]
+    candidate_kernel, candidate_bias = recurrent[:, 2 * units:], bias_rec[2 * units:]
+    outputs = [None] * len(gates_in)
+    for t in (reversed(range(len(gates_in))) if reverse else range(len(gates_in))):
+        z, r = ops.split(ops.sigmoid(gates_in[t] + ops.matmul(state, gates_kernel)), 2, axis=-1)
+        candidate = ops.tanh(candidate_in[t] + r * (ops.matmul(state, candidate_kernel) + candidate_bias))
+        state = candidate + z * (state - candidate)             # z h + (1 - z) h~
+        outputs[t] = state
+    return ops.stack(outputs, axis=1), state
+
+
+def bidirectional_steps(inputs, state, forward_weights, backward_weights, valid=None, keep=None):
+    """Forward GRU from ``state`` and backward GRU from zeros over the same steps, batched:
+    each step is one BatchMatMul pair for both directions (half the ops of two
+    :func:`gru_steps`, so a smaller, faster TFLite file). Same maths as two calls.
+
+    inputs (B, S, D), state (B, U); ``valid`` (B, S) 1 = a real frame: the backward state
+    stays zero over the invalid frames past the stream's end (as offline, where the
+    backward pass starts at the last real frame); ``keep``: return the forward state
+    after that many steps (the rest are look-ahead for the backward direction).
+    Returns outputs (B, S, 2U) [forward, backward] and the forward state.
+    """
+    from keras import ops
+
+    units = int(forward_weights[1].shape[0])
+    pair = (forward_weights, backward_weights)
+    # (2, B, S, .) per-step terms, backward time-reversed, unstacked once: step t needs no Pack
+    projections = [_projections(inputs, w, units) for w in pair]
+    gates_in = ops.unstack(ops.stack([projections[0][0], ops.flip(projections[1][0], axis=1)]), axis=2)
+    candidate_in = ops.unstack(ops.stack([projections[0][1], ops.flip(projections[1][1], axis=1)]), axis=2)
+    gates_kernel = ops.stack([w[1][:, :2 * units] for w in pair])                       # (2, U, 2U)
+    candidate_kernel = ops.stack([w[1][:, 2 * units:] for w in pair])                   # (2, U, U)
+    candidate_bias = ops.stack([w[3][None, 2 * units:] for w in pair])                  # (2, 1, U)
+    states = ops.stack([state, ops.zeros_like(state)])                                  # (2, B, U)
+    step_valid = [None] * len(gates_in)
+    if valid is not None:   # (2, B, S, 1): forward always kept, backward masked, time-reversed
+        valid = ops.stack([ops.ones_like(valid), ops.flip(valid, axis=1)])[..., None]
+        step_valid = ops.unstack(valid, axis=2)
+    seen = []
+    for t in range(len(gates_in)):   # forward at step t, backward at step S - 1 - t
+        z, r = ops.split(ops.sigmoid(gates_in[t] + ops.matmul(states, gates_kernel)), 2, axis=-1)
+        candidate = ops.tanh(candidate_in[t] + r * (ops.matmul(states, candidate_kernel) + candidate_bias))
+        states = candidate + z * (states - candidate)
+        states = states if step_valid[t] is None else states * step_valid[t]
+        seen.append(states)
+    forward_state = seen[(keep or len(seen)) - 1][0]
+    seen = ops.stack(seen, axis=2)                                                      # (2, B, S, U)
+    return ops.concatenate([seen[0], ops.flip(seen[1], axis=1)], axis=-1), forward_state
+
+
+def _projections(inputs, weights, units: int, unstack: bool = False):
+    """Per-step input terms, (B, S, 2U) gates z, r (both biases folded in) and (B, S, U)
+    candidate; ``unstack``: as lists of S (B, .) tensors."""
+    from keras import ops
+
+    kernel, _, bias_in, bias_rec = weights
+    gates = ops.matmul(inputs, kernel[:, :2 * units]) + (bias_in[:2 * units] + bias_rec[:2 * units])
+    candidate = ops.matmul(inputs, kernel[:, 2 * units:]) + bias_in[2 * units:]
+    if unstack:
+        return ops.unstack(gates, axis=1), ops.unstack(candidate, axis=1)
+    return gates, candidate
+
+
+def chunked_gru(inputs, weights, chunk_steps: int, state=None, reverse: bool = False):
+    """:func:`gru_steps` over fixed chunks of ``chunk_steps`` with the state carried between them.
+
+    ``inputs`` (B, S, D), S static (the last chunk may be shorter). Returns (B, S, U), state.
+    """
+    from keras import ops
+
+    steps, units = int(inputs.shape[1]), int(weights[1].shape[0])
+    if state is None:
+        state = ops.zeros((int(inputs.shape[0]), units), dtype="float32")
+    starts = list(range(0, steps, chunk_steps))
+    outputs = {}
+    for start in (reversed(starts) if reverse else starts):
+        outputs[start], state = gru_steps(inputs[:, start:start + chunk_steps], state, weights, reverse)
+    return ops.concatenate([outputs[s] for s in starts], axis=1), state
+
+
+# ----------------------------------------------------------------------------- chunked CRNN
+
+
+def time_pooling(model) -> int:
+    """Product of the conv blocks' time pooling."""
+    return int(np.prod([layer.pool_time for layer in model.layers if isinstance(layer, ConvBlock)]))
+
+
+def context_frames(model) -> int:
+    """Feature frames of context each side that make the conv stack exact: its receptive
+    half-width, rounded up to a multiple of the time pooling."""
+    reach, rate = 0, 1
+    for block in (layer for layer in model.layers if isinstance(layer, ConvBlock)):
+        reach += (block.kernel_size // 2) * rate
+        rate *= block.pool_time
+    return -(-reach // rate) * rate
+
+
+def recurrent_layers(model) -> list:
+    """The model's GRU / Bidirectional(GRU) layers, in order."""
+    import keras
+
+    return [layer for layer in model.layers
+            if isinstance(layer, (keras.layers.Bidirectional, keras.layers.GRU))]
+
+
+def state_units(model) -> list[int]:
+    """Units of each carried (forward) state, one per recurrent layer."""
+    return [int(gru_weights(getattr(layer, "forward_layer", layer))[1].shape[0]) for layer in recurrent_layers(model)]
+
+
+def _conv_stack(model, x, mask):
+    """(B, W, F) features, (B, W) mask -> (B, W // P, F' C) conv features, with each block's
+    input zeroed where invalid (the offline 'same' zero padding at the clip's edges)."""
+    from keras import ops
+
+    x = ops.expand_dims(model.get_layer("input_norm")(x, training=False), -1)   # (B, W, F, 1)
+    for block in (layer for layer in model.layers if isinstance(layer, ConvBlock)):
+        x = x * mask[:, :, None, None]
+        x = block.norm(block.conv(x), training=False)
+        if block.activation == "glu":
+            linear, gate = ops.split(x, 2, axis=-1)
+            x = linear * ops.sigmoid(gate)
+        else:
+            x = ops.relu(x)
+        x = block.pool(x)
+        frames = int(x.shape[1])                 # a pooled frame is valid when its whole group is
+        mask = ops.min(ops.reshape(mask[:, :frames * block.pool_time], (-1, frames, block.pool_time)), axis=-1)
+    return ops.reshape(x, (-1, int(x.shape[1]), int(x.shape[2]) * int(x.shape[3]))), mask
+
+
+def _head(model, x):
+    """Dense layers (ReLU) and the ``strong`` sigmoid layer on (B, T', D) -> (B, T', K)."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense) and layer.name.startswith("dense_"):
+            x = layer(x)
+    return model.get_layer("strong")(x)
+
+
+def stream_chunk(model, frames, mask, states: list, context: int, lookahead: int = 0):
+    """One streaming step.
+
+    Args:
+        frames: (1, L + C + A + L, n_mels) dB features; mask: same frames, 1 = a real frame.
+        states: forward GRU states, (1, U) per recurrent layer. context: L.
+        lookahead: A feature frames past the chunk that bidirectional layers' backward
+            direction reads (from a zero state at their end): more = closer to offline.
+    Returns: strong (1, C // P, K), new states.
+    """
+    pool = time_pooling(model)
+    x, valid = _conv_stack(model, frames, mask)
+    begin, end = context // pool, int(x.shape[1]) - context // pool
+    keep = end - begin - lookahead // pool                                  # C // P
+    x, valid = x[:, begin:end], valid[:, begin:end]                         # (1, (C + A) // P, D)
+    new_states = []
+    for layer, state in zip(recurrent_layers(model), states):
+        if hasattr(layer, "backward_layer"):   # approximation: backward state reset per chunk
+            x, state = bidirectional_steps(x, state, gru_weights(layer.forward_layer),
+                                           gru_weights(layer.backward_layer), valid, keep)
+        else:
+            x, state = gru_steps(x, state, gru_weights(layer))
+        new_states.append(state)
+    return _head(model, x[:, :keep]), new_states
+
+
+def offline_strong(model, logmel: np.ndarray, chunk_steps: int):
+    """Whole-clip strong output with the plain-op GRU in chunks (exact for any model):
+    the backward direction walks the chunks from the end with its state carried.
+    ``logmel`` (1, T, n_mels) -> (1, T // P, K)."""
+    from keras import ops
+
+    frames = int(logmel.shape[1])
+    x, _ = _conv_stack(model, ops.convert_to_tensor(logmel), ops.ones((1, frames)))
+    for layer in recurrent_layers(model):
+        forward = getattr(layer, "forward_layer", layer)
+        out, _ = chunked_gru(x, gru_weights(forward), chunk_steps)
+        if hasattr(layer, "backward_layer"):
+            backward, _ = chunked_gru(x, gru_weights(layer.backward_layer), chunk_steps, reverse=True)
+            out = ops.concatenate([out, backward], axis=-1)
+        x = out
+    return _head(model, x)
+
+
+def forward_crnn(config, num_classes: int, n_mels: int = 64, name: str = "forward_crnn"):
+    """A CRNN whose recurrences are forward GRUs: a model that streams exactly."""
+    import dataclasses
+
+    from sedweak.models.crnn import build_crnn
+
+    return build_crnn(dataclasses.replace(config, rnn_bidirectional=False), num_classes, n_mels, name=name)
+
+
+def stream_logmel(model, logmel: np.ndarray, chunk_frames: int, step=None, lookahead: int = 0) -> np.ndarray:
+    """Streams (T, n_mels) features through :func:`stream_chunk` chunk by chunk (Keras, or
+    ``step(window, mask, states) -> (strong, states)`` e.g. a TFLite runner).
+    Returns (T // P, K): for a forward-only model equal to the offline strong output."""
+    pool, context = time_pooling(model), context_frames(model)
+    if chunk_frames % pool or lookahead % pool:
+        raise ValueError(f"chunk_frames {chunk_frames} and lookahead {lookahead} must be multiples of the "
+                         f"time pooling {pool}")
+    if step is None:
+        step = lambda w, m, s: stream_chunk(model, w, m, s, context, lookahead)
+    frames = logmel.shape[0]
+    padded = np.zeros((context + frames + chunk_frames + lookahead + context, logmel.shape[1]), np.float32)
+    padded[context:context + frames] = logmel
+    valid = np.zeros(padded.shape[0], np.float32)
+    valid[context:context + frames] = 1.0
+    states = [np.zeros((1, u), np.float32) for u in state_units(model)]
+    outputs = []
+    for start in range(0, frames, chunk_frames):   # window [start - L, start + C + L) in stream frames
+        window = slice(start, start + chunk_frames + lookahead + 2 * context)
+        strong, states = step(padded[window][None], valid[window][None], states)
+        outputs.append(np.asarray(strong)[0])
+        states = [np.asarray(s) for s in states]
+    return np.concatenate(outputs)[:frames // pool]
