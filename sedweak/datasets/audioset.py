@@ -376,9 +376,14 @@ def read_with_missing(root: Path, data, splits: Sequence[str]) -> tuple[dict[str
     return clips, missing
 
 
-def read(root: Path, data, splits: Sequence[str]) -> dict[str, ClipSet]:
-    """Registry entry: weakly labelled AudioSet splits; clips without audio are listed and excluded."""
-    clips, missing = read_with_missing(root, data, splits)
+def listing_missing(clips_and_missing: tuple[dict, dict], root: Path) -> dict[str, ClipSet]:
+    """The ClipSets of a ``read_with_missing``, after writing each split's missing-audio list."""
+    clips, missing = clips_and_missing
     for split, names in missing.items():
         write_missing(root, split, names)
     return clips
+
+
+def read(root: Path, data, splits: Sequence[str]) -> dict[str, ClipSet]:
+    """Registry entry: weakly labelled AudioSet splits; clips without audio are listed and excluded."""
+    return listing_missing(read_with_missing(root, data, splits), root)

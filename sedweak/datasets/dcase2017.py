@@ -48,8 +48,8 @@ from sedweak.datasets.audioset import (
     find_audio,
     holdout,
     index_audio,
+    listing_missing,
     parse_seconds,
-    write_missing,
 )
 from sedweak.datasets.folder import ClipSet
 from sedweak.labels import Event, LabelError
@@ -235,7 +235,4 @@ def read_with_missing(root: Path, data, splits: Sequence[str]) -> tuple[dict[str
 
 def read(root: Path, data, splits: Sequence[str]) -> dict[str, ClipSet]:
     """Registry entry: DCASE 2017 task 4 splits; clips without audio are listed and excluded."""
-    clips, missing = read_with_missing(root, data, splits)
-    for split, names in missing.items():
-        write_missing(root, split, names)
-    return clips
+    return listing_missing(read_with_missing(root, data, splits), root)
