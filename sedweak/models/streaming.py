@@ -170,14 +170,7 @@ def _conv_stack(model, x, mask):
 
     x = ops.expand_dims(model.get_layer("input_norm")(x, training=False), -1)   # (B, W, F, 1)
     for block in (layer for layer in model.layers if isinstance(layer, ConvBlock)):
-        x = x * mask[:, :, None, None]
-        x = block.norm(block.conv(x), training=False)
-        if block.activation == "glu":
-            linear, gate = ops.split(x, 2, axis=-1)
-            x = linear * ops.sigmoid(gate)
-        else:
-            x = ops.relu(x)
-        x = block.pool(x)
+        x = block(x * mask[:, :, None, None], training=False)  # frames outside the stream are zeros
         frames = int(x.shape[1])                 # a pooled frame is valid when its whole group is
         mask = ops.min(ops.reshape(mask[:, :frames * block.pool_time], (-1, frames, block.pool_time)), axis=-1)
     return ops.reshape(x, (-1, int(x.shape[1]), int(x.shape[2]) * int(x.shape[3]))), mask
