@@ -1,7 +1,12 @@
-"""Figures: the event roll (log-mel with reference and predicted events)."""
+"""Figures: the event roll, and the two helpers every sedweak figure is made with.
+
+Figures use matplotlib's object API on an Agg canvas: no pyplot, no global backend
+switch at run time, and every PNG is written atomically.
+"""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -16,14 +21,9 @@ def event_roll(path: str | Path, logmel: np.ndarray, frames_per_second: float, c
 
     ``events`` maps a panel name (e.g. "reference", "CRNN") to that clip's events.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     seconds = logmel.shape[0] / frames_per_second
-    fig, axes = plt.subplots(1 + len(events), 1, figsize=(11, 2.6 + 1.0 * len(events) * max(1, len(classes) / 6)),
-                             sharex=True, gridspec_kw={"height_ratios": [2.5] + [1.5] * len(events)})
+    fig = new_figure(figsize=(11, 2.6 + 1.0 * len(events) * max(1, len(classes) / 6)))
+    axes = fig.subplots(1 + len(events), 1, sharex=True, gridspec_kw={"height_ratios": [2.5] + [1.5] * len(events)})
     axes[0].imshow(logmel.T, origin="lower", aspect="auto", extent=(0, seconds, 0, logmel.shape[1]), cmap="magma")
     axes[0].set_ylabel("mel band")
     axes[0].set_title(title or "log-mel")
@@ -39,8 +39,21 @@ def event_roll(path: str | Path, logmel: np.ndarray, frames_per_second: float, c
     axes[-1].set_xlabel("time (s)")
     axes[-1].set_xlim(0, seconds)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=110)
+
+
+def new_figure(**kwargs):
+    """A matplotlib Figure on an Agg canvas (``kwargs``: Figure options such as figsize)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    return FigureCanvasAgg(Figure(**kwargs)).figure
+
+
+def save_png(figure, path: str | Path, dpi: int = 100) -> Path:
+    """Render ``figure`` to PNG and write it atomically."""
+    from sedweak.io_utils import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return atomic_write_bytes(Path(path), buffer.getvalue())

@@ -278,13 +278,11 @@ def plot_saliency(path: str | Path, logmel: np.ndarray, maps: dict, events: Sequ
     saliency (frames, n_mels), and the event roll of ``class_name`` (detected events,
     and ``reference`` events when given). ``strong_frames`` (bool, model frames) marks
     the span the strong output was summed over."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from sedweak.plots import new_figure, save_png
 
     seconds = logmel.shape[0] / info.features.frames_per_second
-    fig, axes = plt.subplots(4, 1, figsize=(11, 8), sharex=True, gridspec_kw={"height_ratios": [2, 2, 2, 0.9]})
+    fig = new_figure(figsize=(11, 8))
+    axes = fig.subplots(4, 1, sharex=True, gridspec_kw={"height_ratios": [2, 2, 2, 0.9]})
     axes[0].imshow(logmel.T, origin="lower", aspect="auto", extent=(0, seconds, 0, logmel.shape[1]), cmap="magma")
     axes[0].set_ylabel("mel band")
     axes[0].set_title(f"log-mel (dB) -- saliency of {class_name!r}, {method}", fontsize=9)
@@ -306,11 +304,7 @@ def plot_saliency(path: str | Path, logmel: np.ndarray, maps: dict, events: Sequ
     axes[3].set_xlabel("time (s)")
     axes[3].set_xlim(0, seconds)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=100)
 
 
 def _runs(mask: np.ndarray, frames_per_second: float) -> list[tuple[float, float]]:

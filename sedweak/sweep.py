@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from sedweak.config import Config, ConfigError, load_config, to_dict
-from sedweak.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+from sedweak.io_utils import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -365,11 +365,10 @@ def _csv(rows: Sequence[dict]) -> str:
 
 def plot(rows: Sequence[dict], path: Path) -> Path:
     """PNG: x = the points in order; tagging and segment F1 (%, left), segment ER (right), 95 % CI bars."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from sedweak.plots import new_figure, save_png
 
-    figure = Figure(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.6), layout="constrained")
-    f1_axis = FigureCanvasAgg(figure).figure.add_subplot()
+    figure = new_figure(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.6), layout="constrained")
+    f1_axis = figure.add_subplot()
     er_axis = f1_axis.twinx()  # ER is a ratio that can exceed 1: its own scale, so F1 stays readable
     x = list(range(len(rows)))
     for (key, label), axis, color in zip(PLOT_LINES, (f1_axis, f1_axis, er_axis), ("C0", "C1", "C3")):
@@ -381,9 +380,7 @@ def plot(rows: Sequence[dict], path: Path) -> Path:
     er_axis.set_ylabel("segment ER")
     f1_axis.grid(alpha=0.3)
     figure.legend(loc="outside upper center", ncols=3, fontsize=8)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    return atomic_write_bytes(Path(path), buffer.getvalue())
+    return save_png(figure, path, dpi=120)
 
 
 def write_outputs(workdir: str | Path, results: Sequence[dict], rows: Sequence[dict]) -> str:
