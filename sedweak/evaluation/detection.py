@@ -25,7 +25,8 @@ import math
 from typing import Mapping, Sequence
 
 from sedweak.config import EvalConfig
-from sedweak.labels import Event, LabelError
+from sedweak.evaluation.tagging import check_files_and_labels as check_labels
+from sedweak.labels import Event, weak_from_strong
 
 EventsByFile = Mapping[str, Sequence[Event]]
 
@@ -54,17 +55,7 @@ def _overall_rates(rates: Mapping[str, float], n_ref: float, n_sys: float) -> di
 def check_files_and_labels(reference: EventsByFile, estimated: EventsByFile,
                            classes: Sequence[str]) -> None:
     """Raise LabelError for an estimated file absent from the reference, or an unknown label."""
-    extra = sorted(set(estimated) - set(reference))
-    if extra:
-        raise LabelError(f"estimated events for file(s) not in the reference: {extra[:5]}"
-                         + (f" and {len(extra) - 5} more" if len(extra) > 5 else ""))
-    known = set(classes)
-    for side, events_by_file in (("reference", reference), ("estimated", estimated)):
-        for filename, events in events_by_file.items():
-            for event in events:
-                if event.label not in known:
-                    raise LabelError(f"{side} {filename}: unknown label {event.label!r}; "
-                                     f"known labels: {list(classes)}")
+    check_labels(weak_from_strong(reference), weak_from_strong(estimated), classes, what="events")
 
 
 def to_sed_eval_events(events: Sequence[Event]) -> list[dict]:

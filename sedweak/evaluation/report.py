@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from sedweak.config import EvalConfig
-from sedweak.evaluation.detection import EventsByFile, check_files_and_labels, evaluate_detection
+from sedweak.evaluation.detection import EventsByFile, evaluate_detection
 from sedweak.evaluation.tagging import tagging_scores
 from sedweak.labels import LabelError, read_strong_tsv, weak_from_strong
 
@@ -51,7 +51,6 @@ def score_events(reference: EventsByFile, estimated: EventsByFile, classes: Sequ
         clip tags are the labels of each reference file's events. Undefined values follow
         ``sedweak.evaluation.detection`` (F1 0.0; ER 0.0 or inf when Nref = 0).
     """
-    check_files_and_labels(reference, estimated, classes)
     tags = weak_from_strong(estimated) if estimated_tags is None else dict(estimated_tags)
     tagging = tagging_scores(weak_from_strong(reference), {f: tags.get(f, []) for f in reference}, classes)
     return assemble(tagging, evaluate_detection(reference, estimated, classes, config), classes)
@@ -69,7 +68,6 @@ def score_clips(weak_reference: Mapping[str, Sequence[str]], estimated_tags: Map
     tagging = tagging_scores(dict(weak_reference), tags, classes)
     if not strong_reference:
         return assemble(tagging, None, classes)
-    check_files_and_labels(strong_reference, estimated, classes)
     return assemble(tagging, evaluate_detection(strong_reference, estimated, classes, config), classes)
 
 

@@ -31,10 +31,12 @@ def prf_from_counts(true_positives: float, false_positives: float, false_negativ
     return {"precision": precision, "recall": recall, "f1": _f1(precision, recall)}
 
 
-def _check_tags(reference: LabelsByFile, estimated: LabelsByFile, classes: Sequence[str]) -> None:
+def check_files_and_labels(reference: LabelsByFile, estimated: LabelsByFile, classes: Sequence[str],
+                           what: str = "tags") -> None:
+    """Raise LabelError for an estimated file absent from the reference, or an unknown label."""
     extra = sorted(set(estimated) - set(reference))
     if extra:
-        raise LabelError(f"estimated tags for file(s) not in the reference: {extra[:5]}"
+        raise LabelError(f"estimated {what} for file(s) not in the reference: {extra[:5]}"
                          + (f" and {len(extra) - 5} more" if len(extra) > 5 else ""))
     known = set(classes)
     for side, labels_by_file in (("reference", reference), ("estimated", estimated)):
@@ -50,7 +52,7 @@ def tagging_counts(reference: LabelsByFile, estimated: LabelsByFile,
 
     A reference file missing from ``estimated`` has no predicted tag.
     """
-    _check_tags(reference, estimated, classes)
+    check_files_and_labels(reference, estimated, classes)
     counts = {c: {"tp": 0, "fp": 0, "fn": 0} for c in classes}
     for filename, ref_labels in reference.items():
         ref, est = set(ref_labels), set(estimated.get(filename, ()))
