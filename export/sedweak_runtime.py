@@ -211,6 +211,19 @@ def window_starts(num_frames: int, window_frames: int, hop_frames: int) -> list[
     return list(range(0, num_frames - window_frames, hop_frames)) + [num_frames - window_frames]
 
 
+def to_model(x: np.ndarray, tensor: dict) -> np.ndarray:
+    """Float -> what the model's input takes: int8 with the sidecar's scale / zero point, else float32."""
+    if tensor["dtype"] != "int8":
+        return np.asarray(x, np.float32)
+    return np.clip(np.round(x / tensor["scale"] + tensor["zero_point"]), -128, 127).astype(np.int8)
+
+
+def from_model(x: np.ndarray, tensor: dict) -> np.ndarray:
+    """A model output -> float32 (int8 outputs dequantized)."""
+    x = np.asarray(x)
+    return x.astype(np.float32) if tensor["dtype"] != "int8" else (x.astype(np.float32) - tensor["zero_point"]) * tensor["scale"]
+
+
 class StreamingModel:
     """A ``sedweak export --streaming`` file: feature chunks + recurrent states -> frame probabilities.
 
@@ -234,14 +247,10 @@ class StreamingModel:
         self._seen, self._emitted = 0, 0
 
     def _to_model(self, name: str, x: np.ndarray) -> np.ndarray:
-        q = self._tensors[name]
-        if q["dtype"] != "int8":
-            return x.astype(np.float32)
-        return np.clip(np.round(x / q["scale"] + q["zero_point"]), -128, 127).astype(np.int8)
+        return to_model(x, self._tensors["inputs"][name])
 
     def _from_model(self, name: str, x: np.ndarray) -> np.ndarray:
-        q = self._tensors[name]
-        return x.astype(np.float32) if q["dtype"] != "int8" else (x.astype(np.float32) - q["zero_point"]) * q["scale"]
+        return from_model(x, self._tensors["outputs"][name])
 
     def _step(self) -> np.ndarray:
         inputs = {"logmel": self._frames[np.newaxis, :self.width], "mask": self._valid[np.newaxis, :self.width],
@@ -272,6 +281,62 @@ class StreamingModel:
         return np.concatenate(outputs)
 
 
+class StagedModel:
+    """A staged file (``sedweak export --mode int8``, or ``--staged``): signatures ``conv``,
+    ``gru_i`` and ``head``, no loops. One window of log-mel -> the Keras model's outputs.
+
+    ``conv`` runs once; each recurrent layer walks its chunks of ``steps`` model frames in
+    one pass, the forward direction on chunk k and the backward one on chunk n - 1 - k,
+    both states carried (so bidirectional models are exact); ``head`` runs once. Inputs
+    and outputs are (de)quantized per the sidecar (int8 for ``--full-integer``).
+    The same loop as ``sedweak.export_staged.run_staged`` (tests compare them).
+    """
+
+    def __init__(self, interpreter, meta: dict):
+        staged = meta["staged"]
+        self.steps, self.layers, self._tensors = staged["steps"], staged["layers"], staged["tensors"]
+        self._runners = {name: interpreter.get_signature_runner(name) for name in self._tensors}
+
+    def _call(self, signature: str, inputs: dict) -> dict:
+        tensors = self._tensors[signature]
+        out = self._runners[signature](**{k: to_model(v, tensors["inputs"][k]) for k, v in inputs.items()})
+        return {k: from_model(v, tensors["outputs"][k]) for k, v in out.items()}
+
+    def _recurrent(self, x: np.ndarray, valid: np.ndarray, layer: dict) -> np.ndarray:
+        """(n * steps, D) -> (n * steps, U or 2U): one layer, both directions in one pass."""
+        steps, chunks, units = self.steps, len(x) // self.steps, layer["units"]
+        both = layer["bidirectional"]
+        states = {"state_forward": np.zeros((1, units), np.float32)}
+        if both:
+            states["state_backward"] = np.zeros((1, units), np.float32)
+        forward, backward = [None] * chunks, [None] * chunks
+        for k in range(chunks):
+            j = chunks - 1 - k                     # the backward direction walks the chunks from the end
+            inputs = {"x_forward": x[None, k * steps:(k + 1) * steps], **states}
+            if both:
+                inputs.update(x_backward=x[None, j * steps:(j + 1) * steps],
+                              valid_backward=valid[None, j * steps:(j + 1) * steps])
+            out = self._call(layer["signature"], inputs)
+            states = {name: out[name] for name in states}
+            forward[k] = out["y_forward"][0]
+            if both:
+                backward[j] = out["y_backward"][0]
+        return np.concatenate(forward) if not both else np.concatenate(
+            [np.concatenate(forward), np.concatenate(backward)], axis=-1)
+
+    def __call__(self, logmel: np.ndarray) -> dict[str, np.ndarray]:
+        """(1, clip_frames, n_mels) dB -> {"strong": (1, T', K), "weak": (1, K)}."""
+        x = self._call("conv", {"logmel": logmel})["features"][0]             # (T', D)
+        frames = len(x)
+        padded = -(-frames // self.steps) * self.steps
+        valid = np.zeros(padded, np.float32)
+        valid[:frames] = 1.0
+        for layer in self.layers:
+            x = np.concatenate([x, np.zeros((padded - frames, x.shape[1]), np.float32)])
+            x = self._recurrent(x, valid, layer)[:frames]
+        return self._call("head", {"x": x[None]})
+
+
 class Detector:
     """A .tflite CRNN exported by ``sedweak export`` and its ``.tflite.json`` sidecar.
 
@@ -293,7 +358,8 @@ class Detector:
         self.classes = list(self.meta["classes"])
         self.features = self.meta["features"]
         interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
-        self._runner = interpreter.get_signature_runner(self.meta["signature"])
+        self.staged = StagedModel(interpreter, self.meta) if "staged" in self.meta else None
+        self._runner = None if self.staged else interpreter.get_signature_runner(self.meta["signature"])
         self._input = self.meta["input"]
         self.streaming = StreamingModel(self._runner, self.meta) if "streaming" in self.meta else None
 
@@ -314,6 +380,8 @@ class Detector:
 
     def _run_window(self, x: np.ndarray) -> np.ndarray:
         """One window of the input shape without batch -> strong (model_frames, classes)."""
+        if self.staged is not None:
+            return self.staged(x[np.newaxis].astype(np.float32))["strong"][0]
         outputs = self._runner(**{self._input["name"]: x[np.newaxis].astype(np.float32)})
         return np.asarray(outputs["strong"])[0]
 

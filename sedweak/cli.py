@@ -260,15 +260,32 @@ def saliency(model, inputs, class_name, method, out_dir, event_frames, reference
 @click.option("--full-integer", is_flag=True, help="int8 inputs / outputs too (scale and zero point in the sidecar).")
 @click.option("--lookahead-frames", type=int, default=0, show_default=True,
               help="Streaming: frames past each chunk a bidirectional GRU's backward direction reads (adds latency).")
+@click.option("--staged", is_flag=True,
+              help="Whole clip as loop-free stages (conv, GRU chunks, head): exact for bidirectional models; "
+                   "implied by --mode int8 / int16x8 without --streaming.")
+@click.option("--gru-steps", type=int, default=10, show_default=True,
+              help="Staged: model frames per GRU call (more: larger file, fewer calls).")
 def export(model, mode, out, waveform_input, check, streaming, chunk_frames, calibration, full_integer,
-           lookahead_frames):
+           lookahead_frames, staged, gru_steps):
     """Convert MODEL.keras to a batch-1 TFLite file with builtin ops only."""
     from sedweak.artifacts import load_model
     from sedweak.export import ExportError, check_tflite, export_tflite
 
     try:
         keras_model, info = load_model(model)
-        if streaming:
+        staged = staged or (mode in ("int8", "int16x8") and not streaming)
+        if streaming and staged:
+            raise ValueError("--streaming and --staged are two different exports: choose one")
+        if staged:
+            from sedweak.export_staged import export_staged
+            from sedweak.export_streaming import calibration_logmels
+
+            if waveform_input:
+                raise ValueError("--waveform-input is not offered for staged exports: the runtime computes the "
+                                 "log-mel (export/sedweak_runtime.py logmel), or export float32 --waveform-input")
+            clips = calibration_logmels(calibration, info) if calibration else None
+            path = export_staged(keras_model, info, out, mode, gru_steps, clips, full_integer, str(model))
+        elif streaming:
             from sedweak.export_streaming import calibration_logmels, export_streaming
 
             if waveform_input:
@@ -278,12 +295,13 @@ def export(model, mode, out, waveform_input, check, streaming, chunk_frames, cal
                                     lookahead_frames)
         else:
             if full_integer or calibration:
-                raise ValueError("--full-integer / --calibration apply to --streaming --mode int8 exports")
+                raise ValueError("--full-integer / --calibration apply to int8 / int16x8 exports")
             path = export_tflite(keras_model, info, out, mode, waveform_input, source=str(model))
         report = check_tflite(path, keras_model, info, clips=3 if check and not streaming else 0)
     except USER_ERRORS + (ExportError,) as err:
         _fail(err)
-    kind = f"streaming {chunk_frames}-frame chunk" if streaming else ("waveform" if waveform_input else "log-mel")
+    kind = (f"streaming {chunk_frames}-frame chunk" if streaming else f"staged ({gru_steps} GRU steps per call) log-mel"
+            if staged else ("waveform" if waveform_input else "log-mel"))
     click.echo(f"{path}: {report.size_bytes / 1e3:.1f} kB, {mode}{' full-integer' if full_integer else ''}, "
                f"{kind} input, builtin ops only")
     if check:

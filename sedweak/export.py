@@ -14,7 +14,8 @@ Input kinds:
 
 Modes: ``float32`` (no optimisation), ``float16`` (float16 weights, float32
 compute), ``dynamic`` (int8 weights, dynamic-range activations); full-integer ``int8``
-only for the loop-free streaming step (:mod:`sedweak.export_streaming`). Everything the
+needs a loop-free graph: the staged whole-clip file (:mod:`sedweak.export_staged`) or
+the streaming step (:mod:`sedweak.export_streaming`). Everything the
 device runtime needs (labels, front end, post-processing, clip length, input and
 output names) goes into a sidecar ``MODEL.tflite.json``.
 """
@@ -101,7 +102,8 @@ def write_saved_model(model, info: ModelInfo, waveform_input: bool, directory: s
     return Path(directory)
 
 
-def convert_saved_model(directory: str | Path, mode: str, representative=None, full_integer: bool = False) -> bytes:
+def convert_saved_model(directory: str | Path, mode: str, representative=None, full_integer: bool = False,
+                        signature_keys=(SIGNATURE_KEY,)) -> bytes:
     """SavedModel -> TFLite flatbuffer bytes, builtin ops only, in ``mode``.
 
     ``int8`` needs ``representative`` (a callable yielding lists of signature inputs) and
@@ -109,12 +111,13 @@ def convert_saved_model(directory: str | Path, mode: str, representative=None, f
     ops), so only the streaming chunk graph is offered in int8. ``full_integer``: int8
     input and output tensors too (else float, with quantize / dequantize in the graph).
     ``int16x8``: the same with int16 activations (closer to float, slower kernels).
+    With several ``signature_keys``, ``representative`` yields ``(signature, {input: array})``.
     """
     import tensorflow as tf
 
     if mode not in EXPORT_MODES:
         raise ValueError(f"export mode must be one of {EXPORT_MODES}, got {mode!r}")
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(directory), signature_keys=[SIGNATURE_KEY])
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(directory), signature_keys=list(signature_keys))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode in ("float16", "dynamic", "int8", "int16x8"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -169,9 +172,9 @@ def export_tflite(model, info: ModelInfo, out: str | Path, mode: str = "float32"
     in-graph mel matmul ruins the front end (88 dB error measured, GUIDE §5).
     """
     if mode in ("int8", "int16x8"):
-        raise ValueError(f"--mode {mode} is offered for --streaming exports only: the whole-clip graph needs a "
-                         "WHILE loop, which the int8 calibrator cannot run (segfault), and unrolling 1000 "
-                         "steps costs ~5.6 KB per step (see export/README.md)")
+        raise ValueError(f"--mode {mode}: this whole-clip graph keeps the GRU as a WHILE loop, which the int8 "
+                         "calibrator cannot run (segfault); use sedweak.export_staged.export_staged (what "
+                         "`sedweak export --mode int8` does) or a --streaming export")
     if mode == "dynamic" and waveform_input:
         raise ValueError("--mode dynamic would quantize the in-graph log-mel front end (GUIDE §5: 88 dB "
                          "error); export log-mel input for dynamic, or use float32/float16 with --waveform-input")
@@ -265,15 +268,38 @@ def compare_with_keras(path: str | Path, model, info: ModelInfo, waveforms: np.n
     """
     from sedweak.features import logmel_librosa
 
-    kind = read_sidecar(path)["input"]["kind"]
+    meta = read_sidecar(path)
+    kind = meta["input"]["kind"]
     worst = {name: 0.0 for name in OUTPUT_NAMES}
     for waveform in waveforms:
         logmel = logmel_librosa(waveform, info.features)[np.newaxis]          # (1, T, F)
         expected = model.predict_on_batch(logmel)
-        got = run_tflite(path, waveform[np.newaxis] if kind == "waveform" else logmel)
+        if "staged" in meta:
+            from sedweak.export_staged import run_staged_file
+
+            got = run_staged_file(path, logmel)
+        else:
+            got = run_tflite(path, waveform[np.newaxis] if kind == "waveform" else logmel)
         for name in OUTPUT_NAMES:
             worst[name] = max(worst[name], float(np.max(np.abs(got[name] - np.asarray(expected[name])))))
     return worst
+
+
+def io_quantization(flatbuffer: bytes, signatures=(SIGNATURE_KEY,)) -> dict:
+    """signature -> {"inputs": {name: q}, "outputs": {name: q}}, q = {"scale", "zero_point",
+    "dtype"}: how the runtime (de)quantizes each signature tensor (an input and an output
+    may share a name, e.g. a carried state, and differ)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    describe = lambda details: {name: {"scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1]),
+                                       "dtype": np.dtype(d["dtype"]).name} for name, d in details.items()}
+    table = {}
+    for signature in signatures:
+        runner = interpreter.get_signature_runner(signature)
+        table[signature] = {"inputs": describe(runner.get_input_details()),
+                            "outputs": describe(runner.get_output_details())}
+    return table
 
 
 def read_sidecar(path: str | Path) -> dict:

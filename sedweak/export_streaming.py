@@ -22,6 +22,7 @@ from sedweak.artifacts import ModelInfo
 from sedweak.export import (
     SIGNATURE_KEY,
     convert_saved_model,
+    io_quantization,
     sidecar_json,
     sidecar_path,
 )
@@ -79,16 +80,6 @@ def calibration_windows(model, logmels, chunk_frames: int, lookahead: int = 0, m
     return [seen[i] for i in keep]
 
 
-def _io_quantization(flatbuffer: bytes) -> dict:
-    """name -> {"scale", "zero_point", "dtype"} of the signature's inputs and outputs."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    runner = Interpreter(model_content=flatbuffer).get_signature_runner(SIGNATURE_KEY)
-    details = {**runner.get_input_details(), **runner.get_output_details()}
-    return {name: {"scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1]),
-                   "dtype": np.dtype(d["dtype"]).name} for name, d in details.items()}
-
-
 def streaming_sidecar(model, info: ModelInfo, mode: str, chunk_frames: int, lookahead: int, flatbuffer: bytes,
                       source: str) -> dict:
     """The offline sidecar plus a ``streaming`` section and per-tensor int8 parameters."""
@@ -104,7 +95,7 @@ def streaming_sidecar(model, info: ModelInfo, mode: str, chunk_frames: int, look
                          "state_units": state_units(model), "exact": not bidirectional,
                          "approximation": (f"backward GRU from zero {lookahead} frames past each chunk"
                                            if bidirectional else ""),
-                         "tensors": _io_quantization(flatbuffer)}
+                         "tensors": io_quantization(flatbuffer)[SIGNATURE_KEY]}
     return meta
 
 

@@ -143,9 +143,11 @@ def _threshold_in_a_gap(probs: np.ndarray) -> float:
     return float((middle[gap] + middle[gap + 1]) / 2)
 
 
-def test_runtime_without_tensorflow_gives_the_events_of_sedweak_predict(tiny_model, tmp_path):
+@pytest.mark.parametrize("staged", [False, True])
+def test_runtime_without_tensorflow_gives_the_events_of_sedweak_predict(tiny_model, tmp_path, staged):
     from sedweak.artifacts import load_model
     from sedweak.export import export_tflite
+    from sedweak.export_staged import export_staged
     from sedweak.inference import predict_files
     from sedweak.labels import strong_tsv_text
 
@@ -160,7 +162,8 @@ def test_runtime_without_tensorflow_gives_the_events_of_sedweak_predict(tiny_mod
     model, info = load_model(local)
     events, _, _ = predict_files(model, info, [audio])
     assert sum(map(len, events.values())) >= 1
-    tflite = export_tflite(model, info, tmp_path / "m.tflite", "float32")
+    tflite = (export_staged(model, info, tmp_path / "m.tflite", "float32", steps=7) if staged
+              else export_tflite(model, info, tmp_path / "m.tflite", "float32"))
     blocked = ["tensorflow", "keras", "librosa", "scipy", "sedweak"]
     code = (f"import sys, runpy; sys.modules.update(dict.fromkeys({blocked!r})); "
             f"sys.argv = ['rt', {str(tflite)!r}, {str(audio)!r}, '--out', {str(tmp_path / 'edge.tsv')!r}]; "

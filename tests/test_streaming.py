@@ -169,7 +169,7 @@ def test_streaming_int8_is_builtin_and_close(tmp_path, full_integer):
     assert ("QUANTIZE" in ops) != full_integer       # float I/O quantizes inside the graph
     meta = _runtime().json.loads(path.with_name(path.name + ".json").read_text())
     tensors = meta["streaming"]["tensors"]
-    assert (tensors["logmel"]["dtype"] == "int8") == full_integer == (tensors["strong"]["scale"] > 0)
+    assert (tensors["inputs"]["logmel"]["dtype"] == "int8") == full_integer == (tensors["outputs"]["strong"]["scale"] > 0)
     assert meta["streaming"]["exact"] and meta["input"]["shape"] == [1, 36, 64]
     logmel = _features(160, seed=9)
     offline = np.asarray(model.predict_on_batch(logmel[np.newaxis])["strong"])[0]
@@ -177,7 +177,7 @@ def test_streaming_int8_is_builtin_and_close(tmp_path, full_integer):
     assert np.abs(streamed - offline).max() < 0.1
 
 
-def test_int8_needs_calibration_and_whole_clip_int8_is_refused(tmp_path):
+def test_int8_needs_calibration_and_the_while_graph_refuses_int8(tmp_path):
     from sedweak.export import export_tflite
     from sedweak.export_streaming import export_streaming
 
@@ -185,7 +185,7 @@ def test_int8_needs_calibration_and_whole_clip_int8_is_refused(tmp_path):
     for mode in ("int8", "int16x8"):
         with pytest.raises(ValueError, match="calibration"):
             export_streaming(model, info, tmp_path / "q.tflite", 20, mode)
-    with pytest.raises(ValueError, match="--streaming"):
+    with pytest.raises(ValueError, match="export_staged"):
         export_tflite(model, info, tmp_path / "o.tflite", "int8")
 
 
@@ -209,7 +209,7 @@ def test_cli_streaming_int8_export(tmp_path):
     assert "int8 full-integer, streaming 20-frame chunk input" in result.output and "FULLY_CONNECTED" in result.output
     assert _runtime().json.loads((tmp_path / "s8.tflite.json").read_text())["streaming"]["exact"] is True
     bad = CliRunner().invoke(main, ["export", str(model_path), "--mode", "int8", "--out", str(tmp_path / "x.tflite")])
-    assert bad.exit_code != 0 and "--streaming" in bad.output
+    assert bad.exit_code != 0 and "needs calibration clips (--calibration)" in bad.output
 
 
 def test_bidirectional_streaming_export_with_lookahead_matches_keras_stream(tmp_path):

@@ -64,9 +64,8 @@ def gru_steps(inputs, state, weights, reverse: bool = False):
 
 
 def bidirectional_steps(inputs, state, forward_weights, backward_weights, valid=None, keep=None):
-    """Forward GRU from ``state`` and backward GRU from zeros over the same steps, batched:
-    each step is one BatchMatMul pair for both directions (half the ops of two
-    :func:`gru_steps`, so a smaller, faster TFLite file). Same maths as two calls.
+    """Forward GRU from ``state`` and backward GRU from zeros over the same steps, batched
+    (:func:`paired_steps`). Same maths as two :func:`gru_steps` calls.
 
     inputs (B, S, D), state (B, U); ``valid`` (B, S) 1 = a real frame: the backward state
     stays zero over the invalid frames past the stream's end (as offline, where the
@@ -76,19 +75,40 @@ def bidirectional_steps(inputs, state, forward_weights, backward_weights, valid=
     """
     from keras import ops
 
+    forward, backward, states = paired_steps(inputs, inputs, state, ops.zeros_like(state), forward_weights,
+                                             backward_weights, valid, keep)
+    return ops.concatenate([forward, backward], axis=-1), states[0]
+
+
+def paired_steps(forward_inputs, backward_inputs, forward_state, backward_state, forward_weights,
+                 backward_weights, backward_valid=None, keep=None):
+    """A forward GRU over ``forward_inputs`` and a backward GRU over ``backward_inputs``
+    (walked from the last step), batched: each step is one BatchMatMul pair for both
+    directions (half the ops of two :func:`gru_steps`, a smaller and faster TFLite file).
+
+    Args:
+        forward_inputs, backward_inputs: (B, S, D), S static. forward_state, backward_state: (B, U).
+        backward_valid: (B, S), 1 = a real frame; the backward state is held at zero over
+            the others (frames past the end of a clip, where offline it has not started).
+        keep: the forward state is returned after that many steps (default S).
+    Returns: forward outputs (B, S, U), backward outputs (B, S, U) in input order,
+        and the (forward, backward) states after the walk.
+    """
+    from keras import ops
+
     units = int(forward_weights[1].shape[0])
     pair = (forward_weights, backward_weights)
     # (2, B, S, .) per-step terms, backward time-reversed, unstacked once: step t needs no Pack
-    projections = [_projections(inputs, w, units) for w in pair]
+    projections = [_projections(x, w, units) for x, w in zip((forward_inputs, backward_inputs), pair)]
     gates_in = ops.unstack(ops.stack([projections[0][0], ops.flip(projections[1][0], axis=1)]), axis=2)
     candidate_in = ops.unstack(ops.stack([projections[0][1], ops.flip(projections[1][1], axis=1)]), axis=2)
     gates_kernel = ops.stack([w[1][:, :2 * units] for w in pair])                       # (2, U, 2U)
     candidate_kernel = ops.stack([w[1][:, 2 * units:] for w in pair])                   # (2, U, U)
     candidate_bias = ops.stack([w[3][None, 2 * units:] for w in pair])                  # (2, 1, U)
-    states = ops.stack([state, ops.zeros_like(state)])                                  # (2, B, U)
+    states = ops.stack([forward_state, backward_state])                                 # (2, B, U)
     step_valid = [None] * len(gates_in)
-    if valid is not None:   # (2, B, S, 1): forward always kept, backward masked, time-reversed
-        valid = ops.stack([ops.ones_like(valid), ops.flip(valid, axis=1)])[..., None]
+    if backward_valid is not None:   # (2, B, S, 1): forward always kept, backward masked, time-reversed
+        valid = ops.stack([ops.ones_like(backward_valid), ops.flip(backward_valid, axis=1)])[..., None]
         step_valid = ops.unstack(valid, axis=2)
     seen = []
     for t in range(len(gates_in)):   # forward at step t, backward at step S - 1 - t
@@ -97,9 +117,9 @@ def bidirectional_steps(inputs, state, forward_weights, backward_weights, valid=
         states = candidate + z * (states - candidate)
         states = states if step_valid[t] is None else states * step_valid[t]
         seen.append(states)
-    forward_state = seen[(keep or len(seen)) - 1][0]
+    final = (seen[(keep or len(seen)) - 1][0], seen[-1][1])
     seen = ops.stack(seen, axis=2)                                                      # (2, B, S, U)
-    return ops.concatenate([seen[0], ops.flip(seen[1], axis=1)], axis=-1), forward_state
+    return seen[0], ops.flip(seen[1], axis=1), final
 
 
 def _projections(inputs, weights, units: int, unstack: bool = False):
@@ -163,13 +183,17 @@ def state_units(model) -> list[int]:
     return [int(gru_weights(getattr(layer, "forward_layer", layer))[1].shape[0]) for layer in recurrent_layers(model)]
 
 
-def _conv_stack(model, x, mask):
-    """(B, W, F) features, (B, W) mask -> (B, W // P, F' C) conv features, with each block's
-    input zeroed where invalid (the offline 'same' zero padding at the clip's edges)."""
+def _conv_stack(model, x, mask=None):
+    """(B, W, F) features, (B, W) mask -> (B, W // P, F' C) conv features and the pooled mask,
+    with each block's input zeroed where invalid (the offline 'same' zero padding at the
+    clip's edges). ``mask=None``: every frame is real (a whole clip), no masking ops."""
     from keras import ops
 
     x = ops.expand_dims(model.get_layer("input_norm")(x, training=False), -1)   # (B, W, F, 1)
     for block in (layer for layer in model.layers if isinstance(layer, ConvBlock)):
+        if mask is None:
+            x = block(x, training=False)
+            continue
         x = block(x * mask[:, :, None, None], training=False)  # frames outside the stream are zeros
         frames = int(x.shape[1])                 # a pooled frame is valid when its whole group is
         mask = ops.min(ops.reshape(mask[:, :frames * block.pool_time], (-1, frames, block.pool_time)), axis=-1)

@@ -1,0 +1,107 @@
+"""Staged whole-clip export (sedweak.export_staged) and its device runtime (StagedModel).
+
+Measured on the tiny random CRNNs of test_streaming (2 GRU layers, 7 steps per call, so
+the 50 model frames of a 2 s window need a padded last chunk): float32 staged file vs
+the Keras model 4.8e-7 (bidirectional) / 1.2e-7 (forward); int8 9.5e-2 / 1.9e-2 on these
+random weights (trained models: see export/README.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_streaming import _features, _runtime, _tiny
+
+
+def _window(info, seed: int = 3) -> np.ndarray:
+    return _features(info.clip_frames, seed)[np.newaxis]
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_float_stages_equal_the_keras_model(bidirectional):
+    from sedweak.export_staged import keras_stage_caller, layer_specs, run_staged
+
+    model, info = _tiny(bidirectional)
+    logmel = _window(info)
+    expected = model.predict_on_batch(logmel)
+    for steps in (7, 50, 64):        # padded last chunk, one exact chunk, one chunk longer than the clip
+        got = run_staged(keras_stage_caller(model, info, steps), logmel, layer_specs(model), steps)
+        for name in ("strong", "weak"):
+            assert got[name].shape == np.asarray(expected[name]).shape
+            assert np.abs(got[name] - np.asarray(expected[name])).max() < 1e-5
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_staged_float32_file_is_loop_free_and_exact_on_the_device(tmp_path, bidirectional):
+    from sedweak.export import read_sidecar, tflite_ops
+    from sedweak.export_staged import export_staged, run_staged_file
+
+    model, info = _tiny(bidirectional)
+    path = export_staged(model, info, tmp_path / "s.tflite", "float32", steps=7)
+    ops = tflite_ops(path)
+    assert "WHILE" not in ops and not any(name.startswith("CUSTOM") for name in ops)
+    meta = read_sidecar(path)
+    assert [layer["bidirectional"] for layer in meta["staged"]["layers"]] == [bidirectional] * 2
+    assert sorted(meta["staged"]["tensors"]) == ["conv", "gru_0", "gru_1", "head"]
+    logmel = _window(info)
+    expected = np.asarray(model.predict_on_batch(logmel)["strong"])
+    library = run_staged_file(path, logmel)
+    device = _runtime().Detector(path).staged(logmel)
+    assert np.abs(library["strong"] - expected).max() < 1e-5            # measured 4.8e-7
+    assert np.abs(device["strong"] - library["strong"]).max() < 1e-6
+    assert np.abs(device["weak"] - library["weak"]).max() < 1e-6
+
+
+@pytest.mark.parametrize("full_integer", [False, True])
+def test_staged_int8_is_builtin_close_and_the_runtime_agrees(tmp_path, full_integer):
+    from sedweak.export import read_sidecar, tflite_ops
+    from sedweak.export_staged import export_staged, run_staged_file
+
+    model, info = _tiny(bidirectional=True)
+    calibration = [_features(200, seed) for seed in range(4)]
+    path = export_staged(model, info, tmp_path / "q.tflite", "int8", 10, calibration, full_integer)
+    ops = tflite_ops(path)
+    assert "WHILE" not in ops and "CONV_2D" in ops and ("QUANTIZE" in ops) != full_integer
+    tensors = read_sidecar(path)["staged"]["tensors"]
+    assert (tensors["gru_0"]["inputs"]["state_backward"]["dtype"] == "int8") == full_integer
+    assert (tensors["head"]["outputs"]["strong"]["dtype"] == "int8") == full_integer
+    logmel = _window(info, seed=8)
+    expected = np.asarray(model.predict_on_batch(logmel)["strong"])
+    library = run_staged_file(path, logmel)["strong"]
+    assert np.abs(library - expected).max() < 0.2                      # random weights: measured 0.09
+    assert np.abs(_runtime().Detector(path).staged(logmel)["strong"] - library).max() < 1e-6
+
+
+def test_staged_export_errors(tmp_path):
+    from sedweak.export_staged import export_staged
+
+    model, info = _tiny(bidirectional=True)
+    with pytest.raises(ValueError, match="calibration"):
+        export_staged(model, info, tmp_path / "a.tflite", "int8")
+    with pytest.raises(ValueError, match="full-integer"):
+        export_staged(model, info, tmp_path / "b.tflite", "float32", full_integer=True)
+    with pytest.raises(ValueError, match="steps"):
+        export_staged(model, info, tmp_path / "c.tflite", "float32", steps=0)
+
+
+def test_cli_int8_without_streaming_writes_a_staged_file(tmp_path):
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from sedweak.artifacts import save_model
+    from sedweak.cli import main
+
+    model, info = _tiny(bidirectional=True)
+    model_path = save_model(model, tmp_path / "bi.keras", info)
+    audio = tmp_path / "calib"
+    audio.mkdir()
+    for seed in range(2):
+        sf.write(audio / f"{seed}.wav", np.random.default_rng(seed).normal(0, 0.1, 32_000).astype(np.float32), 16000)
+    out = tmp_path / "q.tflite"
+    result = CliRunner().invoke(main, ["export", str(model_path), "--mode", "int8", "--calibration", str(audio),
+                                       "--gru-steps", "5", "--out", str(out), "--check"])
+    assert result.exit_code == 0, result.output
+    assert "staged (5 GRU steps per call)" in result.output and "max |tflite - keras|" in result.output
+    assert _runtime().json.loads((tmp_path / "q.tflite.json").read_text())["staged"]["steps"] == 5
+    both = CliRunner().invoke(main, ["export", str(model_path), "--streaming", "--staged", "--out", str(out)])
+    assert both.exit_code != 0 and "choose one" in both.output
