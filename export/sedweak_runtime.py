@@ -295,6 +295,7 @@ class StagedModel:
     def __init__(self, interpreter, meta: dict):
         staged = meta["staged"]
         self.steps, self.layers, self._tensors = staged["steps"], staged["layers"], staged["tensors"]
+        self._input = meta["input"]["name"]                                # logmel or waveform
         self._runners = {name: interpreter.get_signature_runner(name) for name in self._tensors}
 
     def _call(self, signature: str, inputs: dict) -> dict:
@@ -324,9 +325,10 @@ class StagedModel:
         return np.concatenate(forward) if not both else np.concatenate(
             [np.concatenate(forward), np.concatenate(backward)], axis=-1)
 
-    def __call__(self, logmel: np.ndarray) -> dict[str, np.ndarray]:
-        """(1, clip_frames, n_mels) dB -> {"strong": (1, T', K), "weak": (1, K)}."""
-        x = self._call("conv", {"logmel": logmel})["features"][0]             # (T', D)
+    def __call__(self, window: np.ndarray) -> dict[str, np.ndarray]:
+        """(1, clip_frames, n_mels) dB, or (1, clip_samples) for a waveform-input file ->
+        {"strong": (1, T', K), "weak": (1, K)}."""
+        x = self._call("conv", {self._input: window})["features"][0]          # (T', D)
         frames = len(x)
         padded = -(-frames // self.steps) * self.steps
         valid = np.zeros(padded, np.float32)

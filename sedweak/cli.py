@@ -173,7 +173,13 @@ def synth(recipe, out, overrides):
 @click.option("--fast-dev-run", is_flag=True, help="A few clips, two batches, one epoch per run.")
 def sweep(recipe, workdir, grids, pairs, paper_pairs, seeds, jobs, overrides, fast_dev_run):
     """Train RECIPE at every point x seed; table of mean ± 95 % CI per point."""
-    from sedweak.sweep import describe, points_from_options, run_sweep, summarize, write_outputs
+    from sedweak.sweep import (
+        describe,
+        points_from_options,
+        run_sweep,
+        summarize,
+        write_outputs,
+    )
 
     try:
         points = points_from_options(grids, pairs, paper_pairs)
@@ -278,13 +284,16 @@ def export(model, mode, out, waveform_input, check, streaming, chunk_frames, cal
             raise ValueError("--streaming and --staged are two different exports: choose one")
         if staged:
             from sedweak.export_staged import export_staged
-            from sedweak.export_streaming import calibration_logmels
+            from sedweak.export_streaming import (
+                calibration_logmels,
+                calibration_waveforms,
+            )
 
-            if waveform_input:
-                raise ValueError("--waveform-input is not offered for staged exports: the runtime computes the "
-                                 "log-mel (export/sedweak_runtime.py logmel), or export float32 --waveform-input")
-            clips = calibration_logmels(calibration, info) if calibration else None
-            path = export_staged(keras_model, info, out, mode, gru_steps, clips, full_integer, str(model))
+            clips = None
+            if calibration:
+                clips = (calibration_waveforms if waveform_input else calibration_logmels)(calibration, info)
+            path = export_staged(keras_model, info, out, mode, gru_steps, clips, full_integer, str(model),
+                                 waveform_input)
         elif streaming:
             from sedweak.export_streaming import calibration_logmels, export_streaming
 
@@ -300,8 +309,9 @@ def export(model, mode, out, waveform_input, check, streaming, chunk_frames, cal
         report = check_tflite(path, keras_model, info, clips=3 if check and not streaming else 0)
     except USER_ERRORS + (ExportError,) as err:
         _fail(err)
-    kind = (f"streaming {chunk_frames}-frame chunk" if streaming else f"staged ({gru_steps} GRU steps per call) log-mel"
-            if staged else ("waveform" if waveform_input else "log-mel"))
+    kind = "waveform" if waveform_input else "log-mel"
+    kind = (f"streaming {chunk_frames}-frame chunk" if streaming
+            else f"staged ({gru_steps} GRU steps per call) {kind}" if staged else kind)
     click.echo(f"{path}: {report.size_bytes / 1e3:.1f} kB, {mode}{' full-integer' if full_integer else ''}, "
                f"{kind} input, builtin ops only")
     if check:

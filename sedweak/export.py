@@ -54,6 +54,11 @@ class ExportCheck:
     clips: int = 0
 
 
+def evenly_spaced(count: int, most: int) -> list[int]:
+    """At most ``most`` indices spread evenly over ``range(count)`` (calibration subsets)."""
+    return [int(i) for i in np.linspace(0, count - 1, min(most, count)).round()] if count else []
+
+
 def sidecar_path(tflite_path: str | Path) -> Path:
     """``model.tflite`` -> ``model.tflite.json``."""
     tflite_path = Path(tflite_path)
@@ -103,7 +108,7 @@ def write_saved_model(model, info: ModelInfo, waveform_input: bool, directory: s
 
 
 def convert_saved_model(directory: str | Path, mode: str, representative=None, full_integer: bool = False,
-                        signature_keys=(SIGNATURE_KEY,)) -> bytes:
+                        signature_keys=(SIGNATURE_KEY,), float_scope: str | None = None) -> bytes:
     """SavedModel -> TFLite flatbuffer bytes, builtin ops only, in ``mode``.
 
     ``int8`` needs ``representative`` (a callable yielding lists of signature inputs) and
@@ -112,6 +117,8 @@ def convert_saved_model(directory: str | Path, mode: str, representative=None, f
     input and output tensors too (else float, with quantize / dequantize in the graph).
     ``int16x8``: the same with int16 activations (closer to float, slower kernels).
     With several ``signature_keys``, ``representative`` yields ``(signature, {input: array})``.
+    ``float_scope``: in ``int8`` / ``int16x8``, ops whose tensor names contain it stay float
+    (selective quantization, :func:`_keep_float`), e.g. the in-graph log-mel front end.
     """
     import tensorflow as tf
 
@@ -132,9 +139,32 @@ def convert_saved_model(directory: str | Path, mode: str, representative=None, f
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     try:
+        if float_scope and mode in ("int8", "int16x8"):
+            return _keep_float(converter, float_scope)
         return converter.convert()
     except Exception as err:  # ConverterError carries the MLIR diagnostics
         raise ExportError(f"TFLite conversion ({mode}) failed: {err}") from None
+
+
+def _keep_float(converter, scope: str) -> bytes:
+    """Quantize everything but the ops whose output tensors are named ``*scope*``.
+
+    TensorFlow's own selective quantization: ``QuantizationDebugger`` calibrates once,
+    then re-quantizes with those tensors denylisted (GUIDE §5: a quantized log-mel front
+    end is off by 33-90 dB; kept float it matches the float file, 1e-3 dB).
+    """
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    if converter.inference_input_type == tf.int8:
+        raise ExportError("a float front end needs float inputs: --full-integer cannot go with --waveform-input")
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter)
+    names = [t["name"] for t in Interpreter(model_content=debugger.calibrated_model).get_tensor_details()]
+    nodes = [name for name in names if scope in name]
+    if not nodes:
+        raise ExportError(f"no tensor named *{scope}* to keep float in the converted graph")
+    debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes)
+    return debugger.get_nondebug_quantized_model()
 
 
 def sidecar_json(info: ModelInfo, mode: str, waveform_input: bool, source: str) -> dict:
@@ -217,6 +247,19 @@ def tflite_ops(path: str | Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def flatbuffer_tensor_types(path: str | Path) -> dict[str, str]:
+    """Tensor name -> element type (``FLOAT32``, ``INT8``, ...) over all subgraphs: what a
+    selective quantization left float."""
+    schema, model = _read_flatbuffer(path)
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    out = {}
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+        for t in range(graph.TensorsLength()):
+            out[graph.Tensors(t).Name().decode()] = types.get(graph.Tensors(t).Type(), "?")
+    return out
+
+
 def buffer_sizes(path: str | Path, top: int = 10) -> list[tuple[str, str, tuple[int, ...], int]]:
     """Largest constant buffers: (tensor name, dtype, shape, bytes), biggest first.
 
@@ -277,7 +320,7 @@ def compare_with_keras(path: str | Path, model, info: ModelInfo, waveforms: np.n
         if "staged" in meta:
             from sedweak.export_staged import run_staged_file
 
-            got = run_staged_file(path, logmel)
+            got = run_staged_file(path, waveform[np.newaxis] if kind == "waveform" else logmel)
         else:
             got = run_tflite(path, waveform[np.newaxis] if kind == "waveform" else logmel)
         for name in OUTPUT_NAMES:

@@ -8,6 +8,8 @@ A *staged* file cuts the model where the recurrence needs the whole clip: one
 ``.tflite`` with several signatures (batch 1, static shapes), each loop-free:
 
 ``conv``   ``logmel`` (1, T, F) dB -> ``features`` (1, T', D0)    T' = T // P, the whole window
+           (``--waveform-input``: ``waveform`` (1, clip_samples), the log-mel front end inside,
+           kept float32 in int8 files by selective quantization)
 ``gru_i``  one recurrent layer over S model frames, its two directions batched:
            ``x_forward`` (1, S, D), ``state_forward`` (1, U)
            [+ ``x_backward`` (1, S, D), ``valid_backward`` (1, S), ``state_backward`` (1, U)]
@@ -31,6 +33,7 @@ import numpy as np
 from sedweak.artifacts import ModelInfo
 from sedweak.export import (
     convert_saved_model,
+    evenly_spaced,
     io_quantization,
     sidecar_json,
     sidecar_path,
@@ -49,11 +52,20 @@ def layer_specs(model) -> list[dict]:
             for i, layer in enumerate(recurrent_layers(model))]
 
 
-def _conv_function(model):
+FRONTEND_SCOPE = "logmel_frontend"
+
+
+def _conv_function(model, info: ModelInfo, waveform_input: bool):
     from sedweak.models.streaming import _conv_stack
 
-    def conv(logmel):
-        features, _ = _conv_stack(model, logmel)
+    frontend = None
+    if waveform_input:
+        from sedweak.models.frontend import LogMel
+
+        frontend = LogMel.from_feature_config(info.features, name=FRONTEND_SCOPE)
+
+    def conv(x):
+        features, _ = _conv_stack(model, frontend(x) if frontend is not None else x)
         return {"features": features}
 
     return conv
@@ -88,17 +100,19 @@ def _head_function(model):
     return head
 
 
-def stage_signatures(model, info: ModelInfo, steps: int) -> dict:
+def stage_signatures(model, info: ModelInfo, steps: int, waveform_input: bool = False) -> dict:
     """name -> (function, input TensorSpecs) for every stage; ``steps`` = S model frames per GRU call."""
     import tensorflow as tf
 
+    from sedweak.export import input_shape
     from sedweak.models.streaming import _conv_stack, recurrent_layers
 
     frames = info.clip_frames
     probe, _ = _conv_stack(model, np.zeros((1, frames, info.features.n_mels), np.float32))
     width, model_frames = int(probe.shape[-1]), int(probe.shape[1])
     spec = lambda shape, name: tf.TensorSpec(shape, tf.float32, name=name)
-    signatures = {"conv": (_conv_function(model), [spec((1, frames, info.features.n_mels), "logmel")])}
+    signatures = {"conv": (_conv_function(model, info, waveform_input),
+                           [spec(input_shape(info, waveform_input), "waveform" if waveform_input else "logmel")])}
     for layer, meta in zip(recurrent_layers(model), layer_specs(model)):
         units = meta["units"]
         inputs = [spec((1, steps, width), "x_forward")]
@@ -113,13 +127,14 @@ def stage_signatures(model, info: ModelInfo, steps: int) -> dict:
     return signatures
 
 
-def run_staged(call, logmel: np.ndarray, layers: list[dict], steps: int) -> dict[str, np.ndarray]:
+def run_staged(call, window: np.ndarray, layers: list[dict], steps: int, input_name: str = "logmel") -> dict[str, np.ndarray]:
     """The stages over one window: ``call(signature, {input: array}) -> {output: array}``.
 
-    ``logmel`` (1, T, F) of the exported window length. Returns ``strong`` (1, T', K)
-    and ``weak`` (1, K). The same loop as ``StagedModel`` in ``export/sedweak_runtime.py``.
+    ``window``: ``logmel`` (1, T, F) of the exported window length, or with
+    ``input_name="waveform"`` (1, clip_samples). Returns ``strong`` (1, T', K) and
+    ``weak`` (1, K). The same loop as ``StagedModel`` in ``export/sedweak_runtime.py``.
     """
-    x = np.asarray(call("conv", {"logmel": logmel})["features"])[0]            # (T', D)
+    x = np.asarray(call("conv", {input_name: window})["features"])[0]           # (T', D)
     frames = x.shape[0]
     chunks = -(-frames // steps)
     valid = np.zeros(chunks * steps, np.float32)
@@ -148,14 +163,15 @@ def run_staged(call, logmel: np.ndarray, layers: list[dict], steps: int) -> dict
     return {"strong": np.asarray(out["strong"]), "weak": np.asarray(out["weak"])}
 
 
-def keras_stage_caller(model, info: ModelInfo, steps: int, record: dict | None = None):
+def keras_stage_caller(model, info: ModelInfo, steps: int, record: dict | None = None, waveform_input: bool = False):
     """``call`` for :func:`run_staged` running the float stages in TensorFlow; ``record``:
     signature -> list of the inputs seen (for int8 calibration)."""
     import tensorflow as tf
 
+    signatures = stage_signatures(model, info, steps, waveform_input)
     functions = {name: tf.function(fn, input_signature=specs, autograph=False)
-                 for name, (fn, specs) in stage_signatures(model, info, steps).items()}
-    order = {name: [s.name for s in specs] for name, (_, specs) in stage_signatures(model, info, steps).items()}
+                 for name, (fn, specs) in signatures.items()}
+    order = {name: [s.name for s in specs] for name, (_, specs) in signatures.items()}
 
     def call(signature, inputs):
         if record is not None:
@@ -166,18 +182,21 @@ def keras_stage_caller(model, info: ModelInfo, steps: int, record: dict | None =
     return call
 
 
-def calibration_inputs(model, info: ModelInfo, steps: int, logmels, per_signature: int = 300) -> list[tuple]:
-    """(signature, inputs) pairs seen when the float stages run on ``logmels`` ((T, F) clips
-    cut or padded to the exported window), at most ``per_signature`` each, spread evenly."""
+def calibration_inputs(model, info: ModelInfo, steps: int, clips, per_signature: int = 300,
+                       waveform_input: bool = False) -> list[tuple]:
+    """(signature, inputs) pairs seen when the float stages run on ``clips`` (log-mels (T, F),
+    or waveforms (samples,) with ``waveform_input``) cut or padded to the exported window,
+    at most ``per_signature`` each, spread evenly."""
     record: dict = {}
-    call = keras_stage_caller(model, info, steps, record)
+    call = keras_stage_caller(model, info, steps, record, waveform_input)
     layers = layer_specs(model)
-    for logmel in logmels:
-        run_staged(call, fit_window(np.asarray(logmel, np.float32), info)[None], layers, steps)
+    for clip in clips:
+        clip = np.asarray(clip, np.float32)
+        window = fit_waveform(clip, info) if waveform_input else fit_window(clip, info)
+        run_staged(call, window[None], layers, steps, "waveform" if waveform_input else "logmel")
     pairs = []
     for signature, seen in record.items():
-        keep = np.linspace(0, len(seen) - 1, min(per_signature, len(seen))).round().astype(int)
-        pairs += [(signature, seen[i]) for i in keep]
+        pairs += [(signature, seen[i]) for i in evenly_spaced(len(seen), per_signature)]
     return pairs
 
 
@@ -190,14 +209,24 @@ def fit_window(logmel: np.ndarray, info: ModelInfo) -> np.ndarray:
     return np.concatenate([logmel, np.full((frames - logmel.shape[0], logmel.shape[1]), floor, np.float32)])
 
 
-def run_staged_file(path: str | Path, logmel: np.ndarray, num_threads: int = 1) -> dict[str, np.ndarray]:
-    """A staged .tflite (and its sidecar) on one window ``logmel`` (1, T, F): strong and weak.
+def fit_waveform(waveform: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """(samples,) -> (clip_samples,): cut, or padded with zeros."""
+    from sedweak.export import clip_samples
+
+    samples = clip_samples(info)
+    return np.pad(waveform[:samples], (0, max(0, samples - len(waveform))))
+
+
+def run_staged_file(path: str | Path, window: np.ndarray, num_threads: int = 1) -> dict[str, np.ndarray]:
+    """A staged .tflite (and its sidecar) on one window (1, T, F) log-mel, or (1, clip_samples)
+    for a waveform-input file: strong and weak.
     Inputs are quantized and outputs dequantized where the file is full-integer."""
     from ai_edge_litert.interpreter import Interpreter
 
     from sedweak.export import read_sidecar
 
-    staged = read_sidecar(path)["staged"]
+    meta = read_sidecar(path)
+    staged = meta["staged"]
     interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
     runners = {name: interpreter.get_signature_runner(name) for name in staged["tensors"]}
 
@@ -206,7 +235,7 @@ def run_staged_file(path: str | Path, logmel: np.ndarray, num_threads: int = 1) 
         out = runners[signature](**{k: _quantize(v, tensors["inputs"][k]) for k, v in inputs.items()})
         return {k: _dequantize(v, tensors["outputs"][k]) for k, v in out.items()}
 
-    return run_staged(call, np.asarray(logmel, np.float32), staged["layers"], staged["steps"])
+    return run_staged(call, np.asarray(window, np.float32), staged["layers"], staged["steps"], meta["input"]["name"])
 
 
 def _quantize(x, tensor: dict) -> np.ndarray:
@@ -221,12 +250,15 @@ def _dequantize(x, tensor: dict) -> np.ndarray:
 
 
 def export_staged(model, info: ModelInfo, out: str | Path, mode: str = "int8", steps: int = 10,
-                  calibration=None, full_integer: bool = False, source: str = "") -> Path:
+                  calibration=None, full_integer: bool = False, source: str = "",
+                  waveform_input: bool = False) -> Path:
     """Write the staged file ``out`` (.tflite) and its sidecar. Returns ``out``.
 
-    ``steps``: model frames per ``gru_i`` call. ``calibration``: log-mel clips ((T, F)
-    arrays), required for ``int8`` / ``int16x8``. ``full_integer``: int8 inputs and outputs
-    on every signature (their scale and zero point in the sidecar).
+    ``steps``: model frames per ``gru_i`` call. ``calibration``: clips, required for
+    ``int8`` / ``int16x8``: log-mels ((T, F) arrays), or waveforms ((samples,) arrays) with
+    ``waveform_input``. ``full_integer``: int8 inputs and outputs on every signature (their
+    scale and zero point in the sidecar). ``waveform_input``: the log-mel front end inside
+    ``conv``, float32 in every mode (``dynamic`` would quantize it, so it is refused).
     """
     import keras
 
@@ -238,12 +270,14 @@ def export_staged(model, info: ModelInfo, out: str | Path, mode: str = "int8", s
         raise ValueError(f"steps (model frames per GRU call) must be >= 1, got {steps}")
     if full_integer and mode != "int8":
         raise ValueError("--full-integer needs --mode int8")
-    signatures = stage_signatures(model, info, steps)
+    if waveform_input and (full_integer or mode == "dynamic"):
+        raise ValueError("--waveform-input keeps the log-mel front end float: not with --full-integer or --mode dynamic")
+    signatures = stage_signatures(model, info, steps, waveform_input)
     representative = None
     if mode in ("int8", "int16x8"):
         if not calibration:
             raise ValueError(f"--mode {mode} needs calibration clips (--calibration)")
-        pairs = calibration_inputs(model, info, steps, calibration)
+        pairs = calibration_inputs(model, info, steps, calibration, waveform_input=waveform_input)
         representative = lambda: iter(pairs)
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="sedweak-staged-") as tmp:
@@ -253,9 +287,10 @@ def export_staged(model, info: ModelInfo, out: str | Path, mode: str = "int8", s
             archive.add_endpoint(name, fn, input_signature=specs)
         archive.write_out(str(Path(tmp) / "sm"), verbose=False)
         flatbuffer = convert_saved_model(Path(tmp) / "sm", mode, representative, full_integer,
-                                         signature_keys=list(signatures))
+                                         signature_keys=list(signatures),
+                                         float_scope=FRONTEND_SCOPE if waveform_input else None)
     atomic_write_bytes(out, flatbuffer)
-    meta = sidecar_json(info, mode, False, source)
+    meta = sidecar_json(info, mode, waveform_input, source)
     meta["outputs"] = [{"name": "strong", "shape": [1, info.clip_frames // info.time_pooling, len(info.classes)]},
                        {"name": "weak", "shape": [1, len(info.classes)]}]
     meta["signature"] = None                                     # several: see "staged"

@@ -22,6 +22,7 @@ from sedweak.artifacts import ModelInfo
 from sedweak.export import (
     SIGNATURE_KEY,
     convert_saved_model,
+    evenly_spaced,
     io_quantization,
     sidecar_json,
     sidecar_path,
@@ -76,8 +77,7 @@ def calibration_windows(model, logmels, chunk_frames: int, lookahead: int = 0, m
 
     for logmel in logmels:
         stream_logmel(model, np.asarray(logmel, np.float32), chunk_frames, recording_step, lookahead)
-    keep = np.linspace(0, len(seen) - 1, min(max_windows, len(seen))).round().astype(int)
-    return [seen[i] for i in keep]
+    return [seen[i] for i in evenly_spaced(len(seen), max_windows)]
 
 
 def streaming_sidecar(model, info: ModelInfo, mode: str, chunk_frames: int, lookahead: int, flatbuffer: bytes,
@@ -142,22 +142,37 @@ def calibration_logmels(source: str | Path, info: ModelInfo, max_clips: int = 64
     * a folder of audio files at the model's rate: :func:`sedweak.features.logmel_librosa`.
     Clips are taken evenly over the sorted list, at most ``max_clips``.
     """
+    from sedweak.features import logmel_librosa
+
     source = Path(source)
     if source.suffix in (".yaml", ".yml") and source.is_file():
-        from sedweak.config import load_config
-        from sedweak.data_prep import prepare_data
-
-        features = prepare_data(load_config(source), source.parent, splits=("train",), progress=False).features["train"]
-        keep = np.linspace(0, len(features.filenames) - 1, min(max_clips, len(features.filenames))).round().astype(int)
+        features = _training_data(source).features["train"]
+        keep = evenly_spaced(len(features.filenames), max_clips)
         return [np.asarray(features.features[int(i)], np.float32) for i in keep]
-    if not source.is_dir():
-        raise FileNotFoundError(f"{source}: --calibration takes a run's config.yaml or a folder of audio files")
+    return [logmel_librosa(w, info.features) for w in calibration_waveforms(source, info, max_clips)]
+
+
+def calibration_waveforms(source: str | Path, info: ModelInfo, max_clips: int = 64) -> list[np.ndarray]:
+    """Mono waveforms at the model's rate to calibrate a waveform-input int8 file on: a run's
+    ``config.yaml`` (the audio of its training split) or a folder of audio files."""
     from sedweak.audio import load_audio
-    from sedweak.features import logmel_librosa
     from sedweak.inference import audio_files
 
-    paths = audio_files([source])
+    source = Path(source)
+    if source.suffix in (".yaml", ".yml") and source.is_file():
+        paths = list(_training_data(source).clips["train"].audio_paths)
+    elif source.is_dir():
+        paths = audio_files([source])
+    else:
+        raise FileNotFoundError(f"{source}: --calibration takes a run's config.yaml or a folder of audio files")
     if not paths:
         raise FileNotFoundError(f"{source}: no audio files to calibrate on")
-    keep = np.linspace(0, len(paths) - 1, min(max_clips, len(paths))).round().astype(int)
-    return [logmel_librosa(load_audio(paths[i], info.features.sample_rate_hz), info.features) for i in keep]
+    return [load_audio(paths[i], info.features.sample_rate_hz) for i in evenly_spaced(len(paths), max_clips)]
+
+
+def _training_data(config_path: Path):
+    from sedweak.config import load_config
+    from sedweak.data_prep import prepare_data
+
+    return prepare_data(load_config(config_path), config_path.parent, splits=("train",), progress=False)
+

@@ -156,9 +156,8 @@ def fit(config: Config, workdir: Path, data: PreparedData, resume: bool = False,
 def run(config: Config, workdir: str | Path, resume: bool = False, verbose: int = 1,
         data: PreparedData | None = None) -> RunResult:
     """Train, select the best epoch on the valid split, evaluate on eval, write artifacts."""
-    from sedweak.evaluate import evaluate_split
-
     from sedweak.distribute import backend, check_strategy, read_tf_config
+    from sedweak.evaluate import evaluate_split
 
     # A wrong strategy or TF_CONFIG fails now, not after minutes of data preparation.
     check_strategy(config.train.strategy, backend())

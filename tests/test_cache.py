@@ -19,8 +19,14 @@ import soundfile as sf
 from sedweak.config import AugmentConfig, FeatureConfig
 from sedweak.datasets import cache as cache_module
 from sedweak.datasets.batches import ClipBatches
-from sedweak.datasets.cache import (PENDING, CacheError, H5Features, build_cache, cached_logmels,
-                                    partial_path)
+from sedweak.datasets.cache import (
+    PENDING,
+    CacheError,
+    H5Features,
+    build_cache,
+    cached_logmels,
+    partial_path,
+)
 
 SR = 16000
 CLIP_SECONDS = 0.2  # 20 feature frames

@@ -10,7 +10,12 @@ import soundfile as sf
 
 from sedweak.config import AugmentConfig, FeatureConfig
 from sedweak.datasets import cache as cache_module
-from sedweak.datasets.batches import ClipBatches, build_targets, mix_logmels, unite_targets
+from sedweak.datasets.batches import (
+    ClipBatches,
+    build_targets,
+    mix_logmels,
+    unite_targets,
+)
 from sedweak.datasets.cache import CacheError, cached_logmels
 from sedweak.datasets.folder import ClipSet, classes_in, load_split
 from sedweak.features import logmel_librosa

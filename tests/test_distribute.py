@@ -16,8 +16,14 @@ import numpy as np
 import pytest
 
 from sedweak.config import ConfigError, load_config
-from sedweak.distribute import (DistributeError, check_strategy, dtype_policy, keep_float32, make_strategy,
-                                read_tf_config)
+from sedweak.distribute import (
+    DistributeError,
+    check_strategy,
+    dtype_policy,
+    keep_float32,
+    make_strategy,
+    read_tf_config,
+)
 
 TWO_WORKERS = {"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 1}}
 # Per-step losses and weights after STEPS Adam steps. Same maths, other summation order

@@ -161,9 +161,9 @@ def test_predict_files_reports_corrupt_file(tmp_path):
 
 
 def test_predict_files_with_tiny_crnn(tmp_path):
+    from sedweak.audio import load_audio
     from sedweak.config import ModelConfig
     from sedweak.features import logmel_librosa
-    from sedweak.audio import load_audio
     from sedweak.models.crnn import build_crnn
 
     config = ModelConfig(conv_filters=(4, 4, 4), conv_pool_time=(2, 2, 1), rnn_units=(4,), embedding_dim=4)

@@ -7,8 +7,14 @@ import pytest
 
 from sedweak.config import AugmentConfig, ConfigError, load_config
 from sedweak.datasets.batches import ClipBatches, erases_an_event, shift_bands
-from sedweak.datasets.sampling import (balanced_order, class_counts, class_weights, example_weights,
-                                       positive_mean_weights, sampling_groups)
+from sedweak.datasets.sampling import (
+    balanced_order,
+    class_counts,
+    class_weights,
+    example_weights,
+    positive_mean_weights,
+    sampling_groups,
+)
 
 
 def _skewed() -> np.ndarray:

@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from sedweak.soundbank import (EMBEDDED_BANK_DIR, SPLITS, BankClip, SoundBank, SoundBankError,
-                               _deal, curate_subset, split_by_source, write_toy_bank)
+from sedweak.soundbank import (
+    EMBEDDED_BANK_DIR,
+    SPLITS,
+    BankClip,
+    SoundBank,
+    SoundBankError,
+    _deal,
+    curate_subset,
+    split_by_source,
+    write_toy_bank,
+)
 
 
 @pytest.fixture(scope="module")

@@ -105,3 +105,31 @@ def test_cli_int8_without_streaming_writes_a_staged_file(tmp_path):
     assert _runtime().json.loads((tmp_path / "q.tflite.json").read_text())["staged"]["steps"] == 5
     both = CliRunner().invoke(main, ["export", str(model_path), "--streaming", "--staged", "--out", str(out)])
     assert both.exit_code != 0 and "choose one" in both.output
+
+
+def test_staged_int8_with_waveform_input_keeps_the_front_end_float(tmp_path):
+    from sedweak.export import check_clips, flatbuffer_tensor_types, read_sidecar
+    from sedweak.export_staged import export_staged, run_staged_file
+    from sedweak.features import logmel_librosa
+
+    model, info = _tiny(bidirectional=True)
+    waves = [0.1 * np.random.default_rng(s).standard_normal(32_000).astype(np.float32) for s in range(3)]
+    path = export_staged(model, info, tmp_path / "w8.tflite", "int8", 10, waves, waveform_input=True)
+    meta = read_sidecar(path)
+    assert meta["input"]["kind"] == "waveform" and meta["input"]["shape"] == [1, 32_000]
+    types = flatbuffer_tensor_types(path)
+    front = {dtype for name, dtype in types.items() if "logmel_frontend" in name and ("Log" in name or "Tensordot" in name)}
+    assert front == {"FLOAT32"}                                                   # mel matmul and log stay float
+    assert types["conv_block_0_1/pool_1/MaxPool2d"] == "INT8"                     # the body is int8
+    body = export_staged(model, info, tmp_path / "l8.tflite", "int8", 10,
+                         [logmel_librosa(w, info.features) for w in waves])      # log-mel input, same clips
+    wave = check_clips(info, 1)[0]
+    logmel = logmel_librosa(wave, info.features)[np.newaxis]
+    expected = np.asarray(model.predict_on_batch(logmel)["strong"])
+    got = run_staged_file(path, wave[np.newaxis])["strong"]
+    body_only = run_staged_file(body, logmel)["strong"]
+    assert np.abs(got - expected).max() < 0.2          # random weights: measured 0.048, all of it the int8 body's
+    assert np.abs(got - body_only).max() < 1e-3        # the float front end adds nothing (measured 0.0)
+    assert np.abs(_runtime().Detector(path).staged(wave[np.newaxis])["strong"] - got).max() < 1e-6
+    with pytest.raises(ValueError, match="front end float"):
+        export_staged(model, info, tmp_path / "x.tflite", "int8", 10, waves, True, waveform_input=True)

@@ -23,7 +23,12 @@ from typing import Sequence
 
 from sedweak.config import ConfigError
 from sedweak.datasets.folder import ClipSet
-from sedweak.datasets.generic import check_roles, keep_existing_audio, make_clipset, resolve
+from sedweak.datasets.generic import (
+    check_roles,
+    keep_existing_audio,
+    make_clipset,
+    resolve,
+)
 from sedweak.datasets.registry import reader_options
 from sedweak.labels import LabelError, read_strong_tsv, read_weak_tsv
 

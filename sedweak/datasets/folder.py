@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from sedweak.labels import Event, LabelError, read_strong_tsv, read_weak_tsv, weak_from_strong
+from sedweak.labels import (
+    Event,
+    LabelError,
+    read_strong_tsv,
+    read_weak_tsv,
+    weak_from_strong,
+)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Sequence
 
 from sedweak.datasets.folder import ClipSet
-from sedweak.datasets.generic import check_label, check_roles, keep_existing_audio, make_clipset, resolve
+from sedweak.datasets.generic import (
+    check_label,
+    check_roles,
+    keep_existing_audio,
+    make_clipset,
+    resolve,
+)
 from sedweak.datasets.registry import reader_options
 from sedweak.labels import Event, LabelError
 

@@ -29,7 +29,13 @@ from typing import Sequence
 
 from sedweak.config import ConfigError
 from sedweak.datasets.folder import ClipSet
-from sedweak.datasets.generic import check_label, check_roles, keep_existing_audio, make_clipset, resolve
+from sedweak.datasets.generic import (
+    check_label,
+    check_roles,
+    keep_existing_audio,
+    make_clipset,
+    resolve,
+)
 from sedweak.datasets.registry import reader_options
 from sedweak.datasets.urbansed import URBAN_CLASSES
 from sedweak.labels import Event, LabelError

@@ -14,7 +14,12 @@ from sedweak.evaluation.report import (
     score_events,
     score_tsv,
 )
-from sedweak.evaluation.tagging import average_precision, prf_from_counts, tagging_counts, tagging_scores
+from sedweak.evaluation.tagging import (
+    average_precision,
+    prf_from_counts,
+    tagging_counts,
+    tagging_scores,
+)
 
 __all__ = [
     "METRIC_KEYS",

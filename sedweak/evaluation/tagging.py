@@ -99,7 +99,9 @@ def average_precision(targets: np.ndarray, scores: np.ndarray, classes: Sequence
         and of the mean, and listed in ``skipped_classes``. If every class is skipped,
         ValueError.
     """
-    from sklearn.metrics import average_precision_score  # heavy: imported only when used
+    from sklearn.metrics import (
+        average_precision_score,  # heavy: imported only when used
+    )
 
     targets, scores = np.asarray(targets), np.asarray(scores, dtype=np.float64)
     if targets.shape != scores.shape or targets.ndim != 2 or targets.shape[1] != len(classes):
