@@ -38,6 +38,7 @@ from _common import versions, write_record  # bench/ is on sys.path when run as 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_PATH = ROOT / "bench" / "results" / "export.json"
 VARIANTS = (("float32", False), ("float16", False), ("dynamic", False), ("float32", True), ("float16", True))
+STAGED_VARIANTS = (("float32", False), ("dynamic", False), ("int8", False), ("int8", True))  # (mode, waveform_input)
 STREAM_VARIANTS = (("float32", False), ("int8", False), ("int8", True), ("int16x8", False))  # (mode, full_integer)
 
 
@@ -164,19 +165,53 @@ def _stream_rows(name, model, info, chunks, runs, workdir) -> list[dict]:
     return rows
 
 
-def run(presets: list[str], model_path: str | None, runs: int, num_classes: int, chunks=(20,)) -> dict:
-    rows, stream_rows = [], []
+def _staged_rows(name, model, info, gru_steps, runs, front_ms, workdir) -> list[dict]:
+    """Staged files (conv, GRU chunks, head) run by the runtime's ``StagedModel`` on one clip."""
+    from sedweak.export import check_clips
+    from sedweak.export_staged import export_staged
+
+    clips = check_clips(info, 4, seed=1)
+    logmel = _runtime_logmel(check_clips(info, 1)[0], info)[np.newaxis]
+    keras_strong = np.asarray(model.predict_on_batch(logmel)["strong"])
+    rows = []
+    for steps in gru_steps:
+        for mode, wave in STAGED_VARIANTS:
+            calibration = None if mode != "int8" else (list(clips) if wave else [_runtime_logmel(c, info) for c in clips])
+            path = export_staged(model, info, Path(workdir) / f"{name}_g{steps}_{mode}{int(wave)}.tflite", mode, steps,
+                                 calibration, waveform_input=wave)
+            staged = _runtime().Detector(path, num_threads=1).staged
+            x = check_clips(info, 1)[:1] if wave else logmel
+            times = []
+            for i in range(runs + 2):
+                start = time.perf_counter()
+                strong = staged(x)["strong"]
+                if i >= 2:
+                    times.append(time.perf_counter() - start)
+            latency = 1000 * float(np.median(times))
+            total = latency + (0.0 if wave else front_ms)
+            rows.append({"model": name, "mode": f"staged {mode}{' waveform-in' if wave else ''}", "gru_steps": steps,
+                         "size_bytes": path.stat().st_size, "max_abs_diff_strong": float(np.abs(strong - keras_strong).max()),
+                         "latency_ms": round(latency, 2), "front_end_ms": 0.0 if wave else round(front_ms, 2),
+                         "real_time_factor": round(total / 1000 / info.clip_seconds, 5)})
+            print(f"{name} staged {mode} wave={wave} steps {steps}: done", flush=True)
+    return rows
+
+
+def run(presets: list[str], model_path: str | None, runs: int, num_classes: int, chunks=(20,), gru_steps=(10,),
+        offline: bool = True) -> dict:
+    rows, stream_rows, staged_rows = [], [], []
     with tempfile.TemporaryDirectory() as workdir:
         for name, model, info in _models(presets, model_path, num_classes):
             front_ms = _front_end_ms(info, runs)
-            for mode, waveform in VARIANTS:
+            for mode, waveform in VARIANTS if offline else ():
                 rows.append(_row(name, model, info, mode, waveform, runs, front_ms, workdir))
                 print(f"{name} {mode} {'waveform' if waveform else 'logmel'}: done", flush=True)
+            staged_rows += _staged_rows(name, model, info, gru_steps, runs, front_ms, workdir)
             stream_rows += _stream_rows(name, model, info, [c for c in chunks if c % info.time_pooling == 0],
                                         runs, workdir)
     return {"cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
             "load_average_1min": os.getloadavg()[0], "runs": runs, "versions": versions(), "results": rows,
-            "streaming": stream_rows}
+            "staged": staged_rows, "streaming": stream_rows}
 
 
 def markdown_table(record: dict) -> str:
@@ -187,6 +222,11 @@ def markdown_table(record: dict) -> str:
         lines.append(f"| {r['model']} | {r['mode']} | {r['input']} | {r['weights']:,} | {r['size_bytes'] / 1024:.0f} | "
                      f"{diff['strong']:.1e} / {diff['weak']:.1e} | {r['latency_ms']:.1f} | "
                      f"{r['front_end_ms']:.1f} | {r['real_time_factor']:.4f} |")
+    lines += ["", "| model | staged mode | GRU steps per call | file KB | max diff strong | tflite ms | front end ms | RTF |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['mode']} | {r['gru_steps']} | {r['size_bytes'] / 1024:.0f} | "
+              f"{r['max_abs_diff_strong']:.1e} | {r['latency_ms']:.1f} | {r['front_end_ms']:.1f} | {r['real_time_factor']:.4f} |"
+              for r in record.get("staged", [])]
     lines += ["", "| model | streaming mode | chunk frames | file KB | max diff strong | ms per 10 s clip | RTF |",
               "|---|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['mode']} | {r['chunk_frames']} | {r['size_bytes'] / 1024:.0f} | "
@@ -203,6 +243,8 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10, help="classes of the random-init presets")
     parser.add_argument("--chunks", default="20", help="comma-separated streaming chunk sizes in feature frames")
     parser.add_argument("--lookaheads", default="0", help="parity: comma-separated backward look-ahead frames")
+    parser.add_argument("--gru-steps", default="10", help="comma-separated GRU steps per call of staged exports")
+    parser.add_argument("--no-offline", action="store_true", help="skip the whole-clip (WHILE) rows")
     parser.add_argument("--data", help="the run's config.yaml: adds the F1 parity table on its eval split")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH, help="JSON output path")
     args = parser.parse_args()
@@ -210,11 +252,13 @@ def main() -> None:
     if args.data:
         from bench_parity import parity, parity_table
 
-        record = parity(args.model, args.data, chunks, args.runs, [int(a) for a in args.lookaheads.split(",")])
+        record = parity(args.model, args.data, chunks, args.runs, [int(a) for a in args.lookaheads.split(",")],
+                        [int(g) for g in args.gru_steps.split(",") if g])
         print(parity_table(record))
         write_record(args.out.with_name("export_parity.json"), record)
         return
-    record = run([p for p in args.presets.split(",") if p], args.model, args.runs, args.classes, chunks)
+    record = run([p for p in args.presets.split(",") if p], args.model, args.runs, args.classes, chunks,
+                 [int(g) for g in args.gru_steps.split(",") if g], not args.no_offline)
     print(f"\nTFLite, 1 interpreter thread, {record['cpu_count']} CPU cores, load {record['load_average_1min']:.2f}, "
           f"median of {args.runs} calls\n")
     print(markdown_table(record))

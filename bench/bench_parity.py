@@ -2,8 +2,10 @@
 
     python bench/bench_export.py --model RUN/model.keras --data RUN/config.yaml --chunks 20,100
 
-Every row sees the run's cached librosa log-mels, so only the model differs. Offline
-modes run the whole-clip file once per clip (weak = its weak output); streaming modes
+Every row sees the run's cached librosa log-mels, so only the model differs (waveform
+rows see the clip's audio and their in-graph front end). Offline modes run the
+whole-clip file once per clip (weak = its weak output); staged modes run the device
+runtime's ``StagedModel`` (conv, GRU chunks, head; weak = the head's); streaming modes
 run the chunk step over the clip (weak = the model's pooling applied to the streamed
 strong track, max / mean / linear_softmax; tags from events for attention pooling).
 """
@@ -45,20 +47,24 @@ def _score(info, clips, eval_config, strong: dict, weak: dict) -> dict:
     return {k: round(100 * scores[f"{k}.f1"], 2) for k in ("tagging", "segment", "event")}
 
 
-def _outputs(kind: str, path: Path | None, model, features) -> tuple[dict, dict, float]:
-    """strong / weak per clip and the median ms per clip, for Keras, an offline or a streaming file."""
+def _outputs(kind: str, path: Path | None, model, features, waveforms: dict) -> tuple[dict, dict, float]:
+    """strong / weak per clip and the median ms per clip, for Keras, an offline, a staged or a streaming file."""
     strong, weak, times = {}, {}, []
     if kind == "offline":
         from sedweak.export import run_tflite
-    detector = _runtime().Detector(path, num_threads=1) if kind == "stream" else None
+    detector = _runtime().Detector(path, num_threads=1) if kind in ("stream", "staged") else None
+    wave_input = detector is not None and detector.meta["input"]["kind"] == "waveform"
     pooling = next((layer.mode for layer in model.layers if layer.name == "weak"), "max")
     for name, logmel in zip(features.filenames, features.features):
         logmel = np.asarray(logmel, np.float32)
+        x = waveforms[name][np.newaxis] if wave_input else logmel[np.newaxis]
         start = time.perf_counter()
         if kind == "keras":
             out = model.predict_on_batch(logmel[np.newaxis])
         elif kind == "offline":
             out = run_tflite(path, logmel[np.newaxis])
+        elif kind == "staged":
+            out = detector.staged(x)
         else:
             out = {"strong": detector.streaming.push(logmel, final=True)[np.newaxis]}
         times.append(time.perf_counter() - start)
@@ -67,12 +73,23 @@ def _outputs(kind: str, path: Path | None, model, features) -> tuple[dict, dict,
     return strong, weak, 1000 * float(np.median(times))
 
 
-def _variants(model, info, workdir: Path, chunks, calibration, lookaheads=(0,)):
+STAGED_VARIANTS = (("float32", False, False), ("dynamic", False, False), ("int8", False, False),
+                   ("int8", True, False), ("int8", False, True))        # (mode, full_integer, waveform_input)
+
+
+def _variants(model, info, workdir: Path, chunks, calibration, lookaheads=(0,), gru_steps=(), waveforms=()):
     from sedweak.export import export_tflite
+    from sedweak.export_staged import export_staged
 
     yield "keras", "-", None
     for mode in ("float32", "float16", "dynamic"):
         yield "offline", mode, export_tflite(model, info, workdir / f"o_{mode}.tflite", mode)
+    for steps in gru_steps:
+        for mode, full, wave in STAGED_VARIANTS:
+            label = f"staged {mode}{' full-int' if full else ''}{' waveform-in' if wave else ''} ({steps} steps)"
+            clips = None if mode != "int8" else (waveforms if wave else calibration)
+            yield "staged", label, export_staged(model, info, workdir / f"g{steps}_{mode}{int(full)}{int(wave)}.tflite",
+                                                 mode, steps, clips, full, waveform_input=wave)
     for chunk in chunks:
         for ahead in lookaheads:
             for mode, full in STREAM_VARIANTS:
@@ -81,21 +98,27 @@ def _variants(model, info, workdir: Path, chunks, calibration, lookaheads=(0,)):
                                                       chunk, mode, full, calibration, ahead)
 
 
-def parity(model_path: str, config_path: str, chunks, runs: int, lookaheads=(0,)) -> dict:
+def parity(model_path: str, config_path: str, chunks, runs: int, lookaheads=(0,), gru_steps=()) -> dict:
     from sedweak.artifacts import load_model
+    from sedweak.audio import load_audio
     from sedweak.config import load_config
     from sedweak.data_prep import prepare_data
-    from sedweak.export_streaming import calibration_logmels
+    from sedweak.export_staged import fit_waveform
+    from sedweak.export_streaming import calibration_logmels, calibration_waveforms
 
     model, info = load_model(model_path)
     config = load_config(config_path)
     data = prepare_data(config, Path(config_path).parent, splits=("eval",), progress=False)
     clips, features = data.clips["eval"], data.features["eval"].load()
     calibration = calibration_logmels(config_path, info)
+    calibration_audio = calibration_waveforms(config_path, info) if gru_steps else []
+    waveforms = ({name: fit_waveform(load_audio(path, info.features.sample_rate_hz), info)
+                  for name, path in zip(clips.filenames, clips.audio_paths)} if gru_steps else {})
     rows, keras_strong = [], None
     with tempfile.TemporaryDirectory() as tmp:
-        for kind, mode, path in _variants(model, info, Path(tmp), chunks, calibration, lookaheads):
-            strong, weak, ms = _outputs(kind, path, model, features)
+        for kind, mode, path in _variants(model, info, Path(tmp), chunks, calibration, lookaheads, gru_steps,
+                                          calibration_audio):
+            strong, weak, ms = _outputs(kind, path, model, features, waveforms)
             keras_strong = keras_strong or strong
             diff = max(float(np.abs(strong[n] - keras_strong[n]).max()) for n in strong)
             rows.append({"mode": mode, "size_bytes": path.stat().st_size if path else os.path.getsize(model_path),

@@ -253,8 +253,8 @@ def saliency(model, inputs, class_name, method, out_dir, event_frames, reference
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--mode", type=click.Choice(["float32", "float16", "dynamic", "int8", "int16x8"]), default="float32",
               show_default=True, help="float16: float16 weights; dynamic: int8 weights, dynamic-range activations; "
-                                      "int8 / int16x8: integer ops, int8 / int16 activations "
-                                      "(--streaming only, needs --calibration).")
+                                      "int8: full-integer, a staged (default) or --streaming file; int16x8: "
+                                      "int16 activations, --streaming only. Both need --calibration.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="TFLite file (sidecar OUT.json beside it).")
 @click.option("--waveform-input", is_flag=True, help="Input (1, clip_samples) with the log-mel front end in the graph.")
 @click.option("--check", is_flag=True, help="List the ops and compare with the Keras model on 3 test clips.")
@@ -268,7 +268,7 @@ def saliency(model, inputs, class_name, method, out_dir, event_frames, reference
               help="Streaming: frames past each chunk a bidirectional GRU's backward direction reads (adds latency).")
 @click.option("--staged", is_flag=True,
               help="Whole clip as loop-free stages (conv, GRU chunks, head): exact for bidirectional models; "
-                   "implied by --mode int8 / int16x8 without --streaming.")
+                   "implied by --mode int8 without --streaming.")
 @click.option("--gru-steps", type=int, default=10, show_default=True,
               help="Staged: model frames per GRU call (more: larger file, fewer calls).")
 def export(model, mode, out, waveform_input, check, streaming, chunk_frames, calibration, full_integer,
@@ -279,7 +279,7 @@ def export(model, mode, out, waveform_input, check, streaming, chunk_frames, cal
 
     try:
         keras_model, info = load_model(model)
-        staged = staged or (mode in ("int8", "int16x8") and not streaming)
+        staged = staged or (mode == "int8" and not streaming)
         if streaming and staged:
             raise ValueError("--streaming and --staged are two different exports: choose one")
         if staged:

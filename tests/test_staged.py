@@ -133,3 +133,25 @@ def test_staged_int8_with_waveform_input_keeps_the_front_end_float(tmp_path):
     assert np.abs(_runtime().Detector(path).staged(wave[np.newaxis])["strong"] - got).max() < 1e-6
     with pytest.raises(ValueError, match="front end float"):
         export_staged(model, info, tmp_path / "x.tflite", "int8", 10, waves, True, waveform_input=True)
+
+
+def test_staged_dynamic_stores_int8_weights_and_stays_close(tmp_path):
+
+    from sedweak.artifacts import ModelInfo
+    from sedweak.config import FeatureConfig, PostprocessConfig
+    from sedweak.export import flatbuffer_tensor_types
+    from sedweak.export_staged import export_staged, run_staged_file
+    from sedweak.models.crnn import build_crnn
+    from sedweak.models.presets import get_preset
+
+    model = build_crnn(get_preset("fast"), 3)               # Keras init; tensors > 1024 elements get int8
+    info = ModelInfo(("a", "b", "c"), FeatureConfig(), PostprocessConfig(), 4, 2.0)
+    path = export_staged(model, info, tmp_path / "d.tflite", "dynamic", steps=10)
+    float_path = export_staged(model, info, tmp_path / "f.tflite", "float32", steps=10)
+    assert "INT8" in flatbuffer_tensor_types(path).values()
+    assert path.stat().st_size < 0.5 * float_path.stat().st_size
+    logmel = _window(info, seed=4)
+    expected = np.asarray(model.predict_on_batch(logmel)["strong"])
+    assert np.abs(run_staged_file(path, logmel)["strong"] - expected).max() < 0.05
+    with pytest.raises(ValueError, match="int16x8"):
+        export_staged(model, info, tmp_path / "x.tflite", "int16x8", calibration=[logmel[0]])
