@@ -27,7 +27,7 @@ def _count(weights) -> int:
 # ----------------------------------------------------------------------------- CRNN
 
 
-@pytest.mark.parametrize("preset, frames_out", [("fast", 250), ("adavanne", 1000)])
+@pytest.mark.parametrize("preset, frames_out", [("fast", 250), ("adavanne", 1000), ("adavanne_edge", 250)])
 def test_preset_output_shapes(preset, frames_out):
     config = get_preset(preset)
     model = build_crnn(config, num_classes=5, n_mels=64, num_frames=1000)
@@ -49,6 +49,8 @@ def test_adavanne_weight_count_is_pinned():
     assert _count(without_embedding) == 226001
     # embedding head: 2 * 64 GRU features -> 64
     assert _count(model.trainable_weights) - 226001 == 128 * 64 + 64
+    edge = build_crnn(get_preset("adavanne_edge"), num_classes=17, n_mels=64, num_frames=1000)
+    assert _count(edge.trainable_weights) == _count(model.trainable_weights)    # time pooling has no weights
 
 
 def test_any_length_model_and_errors():
@@ -59,7 +61,7 @@ def test_any_length_model_and_errors():
         build_crnn(TINY, num_classes=0)
     with pytest.raises(ValueError, match="pools 16 mel bands to nothing"):
         build_crnn(TINY, num_classes=2, n_mels=16)
-    assert set(PRESETS) >= {"fast", "adavanne"}
+    assert set(PRESETS) >= {"fast", "adavanne", "adavanne_edge"}
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("nope")
 
