@@ -271,11 +271,14 @@ def saliency(model, inputs, class_name, method, out_dir, event_frames, reference
                    "implied by --mode int8 without --streaming.")
 @click.option("--gru-steps", type=int, default=10, show_default=True,
               help="Staged: model frames per GRU call (more: larger file, fewer calls).")
+@click.option("--clip-percentile", type=click.FloatRange(50, 100), default=99.5, show_default=True,
+              help="Staged int8: clip the GRU input projections at this percentile of the calibration values "
+                   "(finer int8 steps; 100: no clip, the converter's min / max).")
 def export(model, mode, out, waveform_input, check, streaming, chunk_frames, calibration, full_integer,
-           lookahead_frames, staged, gru_steps):
+           lookahead_frames, staged, gru_steps, clip_percentile):
     """Convert MODEL.keras to a batch-1 TFLite file with builtin ops only."""
     from sedweak.artifacts import load_model
-    from sedweak.export import ExportError, check_tflite, export_tflite
+    from sedweak.export import ExportError, check_tflite, export_tflite, read_sidecar
 
     try:
         keras_model, info = load_model(model)
@@ -293,7 +296,7 @@ def export(model, mode, out, waveform_input, check, streaming, chunk_frames, cal
             if calibration:
                 clips = (calibration_waveforms if waveform_input else calibration_logmels)(calibration, info)
             path = export_staged(keras_model, info, out, mode, gru_steps, clips, full_integer, str(model),
-                                 waveform_input)
+                                 waveform_input, clip_percentile)
         elif streaming:
             from sedweak.export_streaming import calibration_logmels, export_streaming
 
@@ -314,6 +317,10 @@ def export(model, mode, out, waveform_input, check, streaming, chunk_frames, cal
             else f"staged ({gru_steps} GRU steps per call) {kind}" if staged else kind)
     click.echo(f"{path}: {report.size_bytes / 1e3:.1f} kB, {mode}{' full-integer' if full_integer else ''}, "
                f"{kind} input, builtin ops only")
+    clip = (read_sidecar(path).get("staged") or {}).get("projection_clip") if staged else None
+    if clip:
+        click.echo(f"GRU input projections clipped at the {clip['percentile']:g}th percentile "
+                   f"(float cost: max {clip['float_max_abs_diff']:.1e})")
     if check:
         click.echo("ops: " + ", ".join(f"{name} x{n}" for name, n in report.ops.items()))
         if report.max_abs_diff:

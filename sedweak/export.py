@@ -154,13 +154,11 @@ def _keep_float(converter, scope: str) -> bytes:
     end is off by 33-90 dB; kept float it matches the float file, 1e-3 dB).
     """
     import tensorflow as tf
-    from ai_edge_litert.interpreter import Interpreter
 
     if converter.inference_input_type == tf.int8:
         raise ExportError("a float front end needs float inputs: --full-integer cannot go with --waveform-input")
     debugger = tf.lite.experimental.QuantizationDebugger(converter=converter)
-    names = [t["name"] for t in Interpreter(model_content=debugger.calibrated_model).get_tensor_details()]
-    nodes = [name for name in names if scope in name]
+    nodes = [name for name in flatbuffer_tensor_types(debugger.calibrated_model) if scope in name]   # every signature
     if not nodes:
         raise ExportError(f"no tensor named *{scope}* to keep float in the converted graph")
     debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes)
@@ -219,10 +217,11 @@ def export_tflite(model, info: ModelInfo, out: str | Path, mode: str = "float32"
 # ----------------------------------------------------------------------------- checks
 
 
-def _read_flatbuffer(path: str | Path):
+def _read_flatbuffer(path: str | Path | bytes):
+    """A .tflite path, or its bytes -> (schema module, root ``Model``)."""
     from ai_edge_litert import schema_py_generated as schema
 
-    data = Path(path).read_bytes()
+    data = path if isinstance(path, bytes) else Path(path).read_bytes()
     return schema, schema.Model.GetRootAsModel(data, 0)
 
 
@@ -247,7 +246,7 @@ def tflite_ops(path: str | Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def flatbuffer_tensor_types(path: str | Path) -> dict[str, str]:
+def flatbuffer_tensor_types(path: str | Path | bytes) -> dict[str, str]:
     """Tensor name -> element type (``FLOAT32``, ``INT8``, ...) over all subgraphs: what a
     selective quantization left float."""
     schema, model = _read_flatbuffer(path)

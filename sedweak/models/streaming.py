@@ -36,13 +36,14 @@ def gru_weights(gru) -> tuple:
     return cell.kernel, cell.recurrent_kernel, cell.bias[0], cell.bias[1]
 
 
-def gru_steps(inputs, state, weights, reverse: bool = False):
+def gru_steps(inputs, state, weights, reverse: bool = False, bounds=None):
     """Plain-op GRU over a fixed number of steps.
 
     Args:
         inputs: (B, S, D) with S static. state: (B, U). weights: :func:`gru_weights`.
         reverse: walk the steps from the last to the first (Keras ``go_backwards``);
             outputs stay in input order (as ``Bidirectional`` re-aligns them).
+        bounds: (gates, candidate) clip of the input projections (:func:`_projections`).
     Returns: outputs (B, S, U), final state (B, U).
     """
     from keras import ops
@@ -51,7 +52,7 @@ def gru_steps(inputs, state, weights, reverse: bool = False):
     units = int(recurrent.shape[0])
     # Gates z, r together and the candidate h apart, so that no step slices a tensor:
     # per step 2 FullyConnected + 8 elementwise ops (fewer ops: a smaller, faster file).
-    gates_in, candidate_in = _projections(inputs, weights, units, unstack=True)
+    gates_in, candidate_in = _projections(inputs, weights, units, unstack=True, bounds=bounds)
     gates_kernel = recurrent[:, :2 * units]
     candidate_kernel, candidate_bias = recurrent[:, 2 * units:], bias_rec[2 * units:]
     outputs = [None] * len(gates_in)
@@ -81,7 +82,7 @@ def bidirectional_steps(inputs, state, forward_weights, backward_weights, valid=
 
 
 def paired_steps(forward_inputs, backward_inputs, forward_state, backward_state, forward_weights,
-                 backward_weights, backward_valid=None, keep=None):
+                 backward_weights, backward_valid=None, keep=None, bounds=None):
     """A forward GRU over ``forward_inputs`` and a backward GRU over ``backward_inputs``
     (walked from the last step), batched: each step is one BatchMatMul pair for both
     directions (half the ops of two :func:`gru_steps`, a smaller and faster TFLite file).
@@ -91,6 +92,7 @@ def paired_steps(forward_inputs, backward_inputs, forward_state, backward_state,
         backward_valid: (B, S), 1 = a real frame; the backward state is held at zero over
             the others (frames past the end of a clip, where offline it has not started).
         keep: the forward state is returned after that many steps (default S).
+        bounds: (gates, candidate) clip of both directions' input projections (:func:`_projections`).
     Returns: forward outputs (B, S, U), backward outputs (B, S, U) in input order,
         and the (forward, backward) states after the walk.
     """
@@ -99,7 +101,7 @@ def paired_steps(forward_inputs, backward_inputs, forward_state, backward_state,
     units = int(forward_weights[1].shape[0])
     pair = (forward_weights, backward_weights)
     # (2, B, S, .) per-step terms, backward time-reversed, unstacked once: step t needs no Pack
-    projections = [_projections(x, w, units) for x, w in zip((forward_inputs, backward_inputs), pair)]
+    projections = [_projections(x, w, units, bounds=bounds) for x, w in zip((forward_inputs, backward_inputs), pair)]
     gates_in = ops.unstack(ops.stack([projections[0][0], ops.flip(projections[1][0], axis=1)]), axis=2)
     candidate_in = ops.unstack(ops.stack([projections[0][1], ops.flip(projections[1][1], axis=1)]), axis=2)
     gates_kernel = ops.stack([w[1][:, :2 * units] for w in pair])                       # (2, U, 2U)
@@ -122,14 +124,22 @@ def paired_steps(forward_inputs, backward_inputs, forward_state, backward_state,
     return seen[0], ops.flip(seen[1], axis=1), final
 
 
-def _projections(inputs, weights, units: int, unstack: bool = False):
+def _projections(inputs, weights, units: int, unstack: bool = False, bounds=None):
     """Per-step input terms, (B, S, 2U) gates z, r (both biases folded in) and (B, S, U)
-    candidate; ``unstack``: as lists of S (B, .) tensors."""
+    candidate; ``unstack``: as lists of S (B, .) tensors.
+
+    ``bounds`` (gates, candidate): clip each to [-bound, bound]. For int8 export: these
+    tensors get one int8 scale each, set by their rare extremes (e.g. |x| up to 27 when
+    99.5 % of values are under 6.5), and that coarse grid is the int8 GRU's main error
+    (see ``sedweak.export_staged.projection_bounds``).
+    """
     from keras import ops
 
     kernel, _, bias_in, bias_rec = weights
     gates = ops.matmul(inputs, kernel[:, :2 * units]) + (bias_in[:2 * units] + bias_rec[:2 * units])
     candidate = ops.matmul(inputs, kernel[:, 2 * units:]) + bias_in[2 * units:]
+    if bounds is not None:
+        gates, candidate = ops.clip(gates, -bounds[0], bounds[0]), ops.clip(candidate, -bounds[1], bounds[1])
     if unstack:
         return ops.unstack(gates, axis=1), ops.unstack(candidate, axis=1)
     return gates, candidate
