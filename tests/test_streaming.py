@@ -171,6 +171,7 @@ def test_streaming_int8_is_builtin_and_close(tmp_path, full_integer):
     tensors = meta["streaming"]["tensors"]
     assert (tensors["inputs"]["logmel"]["dtype"] == "int8") == full_integer == (tensors["outputs"]["strong"]["scale"] > 0)
     assert meta["streaming"]["exact"] and meta["input"]["shape"] == [1, 36, 64]
+    assert meta["streaming"]["projection_clip"]["percentile"] == 99.5 and "MINIMUM" in ops     # GRU projection clip
     logmel = _features(160, seed=9)
     offline = np.asarray(model.predict_on_batch(logmel[np.newaxis])["strong"])[0]
     streamed = _runtime().Detector(path).streaming.push(logmel, final=True)
@@ -207,6 +208,7 @@ def test_cli_streaming_int8_export(tmp_path):
                                        "--calibration", str(audio), "--out", str(out), "--check"])
     assert result.exit_code == 0, result.output
     assert "int8 full-integer, streaming 20-frame chunk input" in result.output and "FULLY_CONNECTED" in result.output
+    assert "GRU input projections clipped at the 99.5th percentile" in result.output
     assert _runtime().json.loads((tmp_path / "s8.tflite.json").read_text())["streaming"]["exact"] is True
     bad = CliRunner().invoke(main, ["export", str(model_path), "--mode", "int8", "--out", str(tmp_path / "x.tflite")])
     assert bad.exit_code != 0 and "needs calibration clips (--calibration)" in bad.output

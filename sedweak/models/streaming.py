@@ -64,20 +64,21 @@ def gru_steps(inputs, state, weights, reverse: bool = False, bounds=None):
     return ops.stack(outputs, axis=1), state
 
 
-def bidirectional_steps(inputs, state, forward_weights, backward_weights, valid=None, keep=None):
+def bidirectional_steps(inputs, state, forward_weights, backward_weights, valid=None, keep=None, bounds=None):
     """Forward GRU from ``state`` and backward GRU from zeros over the same steps, batched
     (:func:`paired_steps`). Same maths as two :func:`gru_steps` calls.
 
     inputs (B, S, D), state (B, U); ``valid`` (B, S) 1 = a real frame: the backward state
     stays zero over the invalid frames past the stream's end (as offline, where the
     backward pass starts at the last real frame); ``keep``: return the forward state
-    after that many steps (the rest are look-ahead for the backward direction).
+    after that many steps (the rest are look-ahead for the backward direction);
+    ``bounds``: the projection clip (:func:`_projections`).
     Returns outputs (B, S, 2U) [forward, backward] and the forward state.
     """
     from keras import ops
 
     forward, backward, states = paired_steps(inputs, inputs, state, ops.zeros_like(state), forward_weights,
-                                             backward_weights, valid, keep)
+                                             backward_weights, valid, keep, bounds)
     return ops.concatenate([forward, backward], axis=-1), states[0]
 
 
@@ -220,7 +221,7 @@ def _head(model, x):
     return model.get_layer("strong")(x)
 
 
-def stream_chunk(model, frames, mask, states: list, context: int, lookahead: int = 0):
+def stream_chunk(model, frames, mask, states: list, context: int, lookahead: int = 0, bounds: list | None = None):
     """One streaming step.
 
     Args:
@@ -228,6 +229,7 @@ def stream_chunk(model, frames, mask, states: list, context: int, lookahead: int
         states: forward GRU states, (1, U) per recurrent layer. context: L.
         lookahead: A feature frames past the chunk that bidirectional layers' backward
             direction reads (from a zero state at their end): more = closer to offline.
+        bounds: per recurrent layer, (gates, candidate) projection clip or None (:func:`_projections`).
     Returns: strong (1, C // P, K), new states.
     """
     pool = time_pooling(model)
@@ -236,12 +238,12 @@ def stream_chunk(model, frames, mask, states: list, context: int, lookahead: int
     keep = end - begin - lookahead // pool                                  # C // P
     x, valid = x[:, begin:end], valid[:, begin:end]                         # (1, (C + A) // P, D)
     new_states = []
-    for layer, state in zip(recurrent_layers(model), states):
+    for layer, state, bound in zip(recurrent_layers(model), states, bounds or [None] * len(states)):
         if hasattr(layer, "backward_layer"):   # approximation: backward state reset per chunk
             x, state = bidirectional_steps(x, state, gru_weights(layer.forward_layer),
-                                           gru_weights(layer.backward_layer), valid, keep)
+                                           gru_weights(layer.backward_layer), valid, keep, bound)
         else:
-            x, state = gru_steps(x, state, gru_weights(layer))
+            x, state = gru_steps(x, state, gru_weights(layer), bounds=bound)
         new_states.append(state)
     return _head(model, x[:, :keep]), new_states
 
