@@ -53,6 +53,8 @@ def _runtime():
 
 def _models(presets: list[str], model_path: str | None, num_classes: int):
     """Yields (name, keras model, ModelInfo): random-init presets on 10 s clips, or a trained file."""
+    import keras
+
     from sedweak.artifacts import ModelInfo, load_model
     from sedweak.config import FeatureConfig, PostprocessConfig
     from sedweak.models.crnn import build_crnn
@@ -65,6 +67,7 @@ def _models(presets: list[str], model_path: str | None, num_classes: int):
         config = get_preset(preset)
         info = ModelInfo(tuple(f"class_{i}" for i in range(num_classes)), FeatureConfig(), PostprocessConfig(),
                          int(np.prod(config.conv_pool_time)), 10.0)
+        keras.utils.set_random_seed(0)                 # the same random weights on every run
         yield preset, build_crnn(config, num_classes), info
 
 

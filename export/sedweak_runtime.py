@@ -297,38 +297,41 @@ class StagedModel:
         self.steps, self.layers, self._tensors = staged["steps"], staged["layers"], staged["tensors"]
         self._input = meta["input"]["name"]                                # logmel or waveform
         self._runners = {name: interpreter.get_signature_runner(name) for name in self._tensors}
-        # float inputs and outputs (all but --full-integer): no per-call conversions (~100 calls per clip)
-        self._float = {name: all(t["dtype"] == "float32" for side in ("inputs", "outputs") for t in tensors[side].values())
-                       for name, tensors in self._tensors.items()}
 
     def _call(self, signature: str, inputs: dict) -> dict:
-        if self._float[signature]:
-            return self._runners[signature](**inputs)
         tensors = self._tensors[signature]
         out = self._runners[signature](**{k: to_model(v, tensors["inputs"][k]) for k, v in inputs.items()})
         return {k: from_model(v, tensors["outputs"][k]) for k, v in out.items()}
 
     def _recurrent(self, x: np.ndarray, valid: np.ndarray, layer: dict) -> np.ndarray:
-        """(n * steps, D) -> (n * steps, U or 2U): one layer, both directions in one pass."""
-        steps, chunks, units = self.steps, len(x) // self.steps, layer["units"]
-        both = layer["bidirectional"]
-        states = {"state_forward": np.zeros((1, units), np.float32)}
+        """(n * steps, D) -> (n * steps, U or 2U): one layer, both directions in one pass.
+
+        ~100 calls per clip, so the loop does no per-call conversions: inputs are put in the
+        model's dtype once for the whole layer, outputs converted once at the end, and a
+        carried state goes back in as it came out when its input and output share a
+        quantization (else it is re-quantized)."""
+        tensors = self._tensors[layer["signature"]]
+        ins, outs, run = tensors["inputs"], tensors["outputs"], self._runners[layer["signature"]]
+        steps, chunks, both = self.steps, len(x) // self.steps, layer["bidirectional"]
+        names = ["state_forward", "state_backward"] if both else ["state_forward"]
+        states = {n: to_model(np.zeros((1, layer["units"]), np.float32), ins[n]) for n in names}
+        same = {n: ins[n] == outs[n] for n in names}
+        chunked = lambda name, a: np.ascontiguousarray(to_model(a, ins[name]).reshape(chunks, 1, steps, *a.shape[1:]))
+        x_forward = chunked("x_forward", x)
         if both:
-            states["state_backward"] = np.zeros((1, units), np.float32)
+            x_backward, valid_backward = chunked("x_backward", x), chunked("valid_backward", valid)
         forward, backward = [None] * chunks, [None] * chunks
         for k in range(chunks):
             j = chunks - 1 - k                     # the backward direction walks the chunks from the end
-            inputs = {"x_forward": x[None, k * steps:(k + 1) * steps], **states}
             if both:
-                inputs.update(x_backward=x[None, j * steps:(j + 1) * steps],
-                              valid_backward=valid[None, j * steps:(j + 1) * steps])
-            out = self._call(layer["signature"], inputs)
-            states = {name: out[name] for name in states}
-            forward[k] = out["y_forward"][0]
-            if both:
+                out = run(x_forward=x_forward[k], x_backward=x_backward[j], valid_backward=valid_backward[j], **states)
                 backward[j] = out["y_backward"][0]
-        return np.concatenate(forward) if not both else np.concatenate(
-            [np.concatenate(forward), np.concatenate(backward)], axis=-1)
+            else:
+                out = run(x_forward=x_forward[k], **states)
+            forward[k] = out["y_forward"][0]
+            states = {n: out[n] if same[n] else to_model(from_model(out[n], outs[n]), ins[n]) for n in names}
+        y = from_model(np.concatenate(forward), outs["y_forward"])
+        return y if not both else np.concatenate([y, from_model(np.concatenate(backward), outs["y_backward"])], axis=-1)
 
     def __call__(self, window: np.ndarray) -> dict[str, np.ndarray]:
         """(1, clip_frames, n_mels) dB, or (1, clip_samples) for a waveform-input file ->

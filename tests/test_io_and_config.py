@@ -54,6 +54,16 @@ def test_preset_fills_defaults_and_keys_override(tmp_path):
         load_config(overrides=["model.preset=huge"])
 
 
+def test_edge_recipe_is_the_demo_data_with_the_edge_preset():
+    from pathlib import Path
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    edge, demo = load_config(recipes / "edge.yaml"), load_config(recipes / "demo.yaml")
+    assert edge.model.preset == "adavanne_edge" and edge.model.conv_pool_time == (2, 2, 1)
+    assert edge.model.conv_filters == (64, 64, 64) and edge.model.rnn_units == (64, 64) and edge.model.rnn_bidirectional
+    assert edge.data == demo.data and edge.train == demo.train and edge.postprocess == demo.postprocess
+
+
 def test_validation_rejects_inconsistent_values():
     with pytest.raises(ConfigError, match="weak_pooling"):
         load_config(overrides=["model.weak_pooling=sum"])
