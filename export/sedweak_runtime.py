@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 SIDECAR_FORMAT = "sedweak-tflite-1"
+STAGED_FORMAT = "sedweak-staged-2"          # sedweak.export_staged.STAGED_FORMAT
 STRONG_HEADER = "filename\tonset\toffset\tevent_label"
 _TIME_TOLERANCE_SECONDS = 1e-6  # as sedweak.postprocessing: frame times are i / rate
 
@@ -294,6 +295,9 @@ class StagedModel:
 
     def __init__(self, interpreter, meta: dict):
         staged = meta["staged"]
+        if staged.get("format") != STAGED_FORMAT:
+            raise ValueError(f"staged layout {staged.get('format')!r}, this runtime reads {STAGED_FORMAT!r}: "
+                             "re-export the model with the matching sedweak")
         self.steps, self.layers, self._tensors = staged["steps"], staged["layers"], staged["tensors"]
         self._input = meta["input"]["name"]                                # logmel or waveform
         self._runners = {name: interpreter.get_signature_runner(name) for name in self._tensors}
@@ -303,8 +307,10 @@ class StagedModel:
         out = self._runners[signature](**{k: to_model(v, tensors["inputs"][k]) for k, v in inputs.items()})
         return {k: from_model(v, tensors["outputs"][k]) for k, v in out.items()}
 
-    def _recurrent(self, x: np.ndarray, valid: np.ndarray, layer: dict) -> np.ndarray:
-        """(n * steps, D) -> (n * steps, U or 2U): one layer, both directions in one pass.
+    def _recurrent(self, x: np.ndarray, layer: dict) -> np.ndarray:
+        """(T', D) -> (T', U or 2U): one layer, both directions in one pass. The padding up
+        to whole chunks goes after the clip for the forward direction and before it for the
+        backward one, so each direction meets it only after its last real frame.
 
         ~100 calls per clip, so the loop does no per-call conversions: inputs are put in the
         model's dtype once for the whole layer, outputs converted once at the end, and a
@@ -312,38 +318,37 @@ class StagedModel:
         quantization (else it is re-quantized)."""
         tensors = self._tensors[layer["signature"]]
         ins, outs, run = tensors["inputs"], tensors["outputs"], self._runners[layer["signature"]]
-        steps, chunks, both = self.steps, len(x) // self.steps, layer["bidirectional"]
+        steps, frames, both = self.steps, len(x), layer["bidirectional"]
+        chunks = -(-frames // steps)
+        pad = np.zeros((chunks * steps - frames, x.shape[1]), np.float32)
         names = ["state_forward", "state_backward"] if both else ["state_forward"]
         states = {n: to_model(np.zeros((1, layer["units"]), np.float32), ins[n]) for n in names}
         same = {n: ins[n] == outs[n] for n in names}
-        chunked = lambda name, a: np.ascontiguousarray(to_model(a, ins[name]).reshape(chunks, 1, steps, *a.shape[1:]))
-        x_forward = chunked("x_forward", x)
+        chunked = lambda name, a: np.ascontiguousarray(to_model(a, ins[name]).reshape(chunks, 1, steps, a.shape[1]))
+        x_forward = chunked("x_forward", np.concatenate([x, pad]))
         if both:
-            x_backward, valid_backward = chunked("x_backward", x), chunked("valid_backward", valid)
+            x_backward = chunked("x_backward", np.concatenate([pad, x]))
         forward, backward = [None] * chunks, [None] * chunks
         for k in range(chunks):
             j = chunks - 1 - k                     # the backward direction walks the chunks from the end
             if both:
-                out = run(x_forward=x_forward[k], x_backward=x_backward[j], valid_backward=valid_backward[j], **states)
+                out = run(x_forward=x_forward[k], x_backward=x_backward[j], **states)
                 backward[j] = out["y_backward"][0]
             else:
                 out = run(x_forward=x_forward[k], **states)
             forward[k] = out["y_forward"][0]
             states = {n: out[n] if same[n] else to_model(from_model(out[n], outs[n]), ins[n]) for n in names}
-        y = from_model(np.concatenate(forward), outs["y_forward"])
-        return y if not both else np.concatenate([y, from_model(np.concatenate(backward), outs["y_backward"])], axis=-1)
+        y = from_model(np.concatenate(forward)[:frames], outs["y_forward"])
+        if not both:
+            return y
+        return np.concatenate([y, from_model(np.concatenate(backward)[len(pad):], outs["y_backward"])], axis=-1)
 
     def __call__(self, window: np.ndarray) -> dict[str, np.ndarray]:
         """(1, clip_frames, n_mels) dB, or (1, clip_samples) for a waveform-input file ->
         {"strong": (1, T', K), "weak": (1, K)}."""
         x = self._call("conv", {self._input: window})["features"][0]          # (T', D)
-        frames = len(x)
-        padded = -(-frames // self.steps) * self.steps
-        valid = np.zeros(padded, np.float32)
-        valid[:frames] = 1.0
         for layer in self.layers:
-            x = np.concatenate([x, np.zeros((padded - frames, x.shape[1]), np.float32)])
-            x = self._recurrent(x, valid, layer)[:frames]
+            x = self._recurrent(x, layer)
         return self._call("head", {"x": x[None]})
 
 

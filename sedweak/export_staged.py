@@ -12,14 +12,17 @@ A *staged* file cuts the model where the recurrence needs the whole clip: one
            kept float32 in int8 files by selective quantization)
 ``gru_i``  one recurrent layer over S model frames, its two directions batched:
            ``x_forward`` (1, S, D), ``state_forward`` (1, U)
-           [+ ``x_backward`` (1, S, D), ``valid_backward`` (1, S), ``state_backward`` (1, U)]
+           [+ ``x_backward`` (1, S, D), ``state_backward`` (1, U)]
            -> ``y_forward`` (1, S, U), ``state_forward`` [+ ``y_backward``, ``state_backward``]
 ``head``   ``x`` (1, T', D) -> ``strong`` (1, T', K), ``weak`` (1, K)
 
 The runtime (``export/sedweak_runtime.py``, :func:`run_staged` here) calls ``conv`` once,
-then walks each layer's ceil(T' / S) chunks in one pass in which the forward direction
+then walks each layer's n = ceil(T' / S) chunks in one pass in which the forward direction
 reads chunk k and the backward direction chunk n - 1 - k with both states carried, then
 ``head`` once: the numbers of the Keras model (float32: ~1e-6), in 2 + layers x n calls.
+The zeros that fill T' up to n S go after the last frame for the forward direction and
+before the first for the backward one: each direction meets them only after its last
+real frame, so no mask is needed.
 The chunk length S trades file size (each unrolled step adds ops) against calls.
 """
 
@@ -40,7 +43,7 @@ from sedweak.export import (
 )
 from sedweak.io_utils import atomic_write_bytes, atomic_write_json
 
-STAGED_FORMAT = "sedweak-staged-1"
+STAGED_FORMAT = "sedweak-staged-2"
 STAGED_MODES = ("float32", "float16", "dynamic", "int8")
 DEFAULT_CLIP_PERCENTILE = 99.5     # int8 GRU input projections (projection_bounds)
 
@@ -83,10 +86,10 @@ def _gru_function(layer, bounds=None):
 
         return gru
 
-    def bigru(x_forward, x_backward, valid_backward, state_forward, state_backward):
+    def bigru(x_forward, x_backward, state_forward, state_backward):
         forward, backward, (state_f, state_b) = paired_steps(
             x_forward, x_backward, state_forward, state_backward, gru_weights(layer.forward_layer),
-            gru_weights(layer.backward_layer), valid_backward, bounds=bounds)
+            gru_weights(layer.backward_layer), bounds=bounds)
         return {"y_forward": forward, "y_backward": backward, "state_forward": state_f, "state_backward": state_b}
 
     return bigru
@@ -120,8 +123,8 @@ def stage_signatures(model, info: ModelInfo, steps: int, waveform_input: bool = 
         units = meta["units"]
         inputs = [spec((1, steps, width), "x_forward")]
         if meta["bidirectional"]:
-            inputs += [spec((1, steps, width), "x_backward"), spec((1, steps), "valid_backward"),
-                       spec((1, units), "state_forward"), spec((1, units), "state_backward")]
+            inputs += [spec((1, steps, width), "x_backward"), spec((1, units), "state_forward"),
+                       spec((1, units), "state_backward")]
         else:
             inputs += [spec((1, units), "state_forward")]
         signatures[meta["signature"]] = (_gru_function(layer, (bounds or {}).get(meta["signature"])), inputs)
@@ -138,32 +141,35 @@ def run_staged(call, window: np.ndarray, layers: list[dict], steps: int, input_n
     ``weak`` (1, K). The same loop as ``StagedModel`` in ``export/sedweak_runtime.py``.
     """
     x = np.asarray(call("conv", {input_name: window})["features"])[0]           # (T', D)
-    frames = x.shape[0]
-    chunks = -(-frames // steps)
-    valid = np.zeros(chunks * steps, np.float32)
-    valid[:frames] = 1.0
     for layer in layers:
-        x = np.concatenate([x, np.zeros((chunks * steps - frames, x.shape[1]), np.float32)])
-        units, both = layer["units"], layer["bidirectional"]
-        states = {"state_forward": np.zeros((1, units), np.float32)}
-        if both:
-            states["state_backward"] = np.zeros((1, units), np.float32)
-        forward, backward = [None] * chunks, [None] * chunks
-        for k in range(chunks):
-            j = chunks - 1 - k                                                 # the backward direction's chunk
-            inputs = {"x_forward": x[None, k * steps:(k + 1) * steps], **states}
-            if both:
-                inputs.update(x_backward=x[None, j * steps:(j + 1) * steps], valid_backward=valid[None, j * steps:(j + 1) * steps])
-            out = call(layer["signature"], inputs)
-            states = {name: np.asarray(out[name]) for name in states}
-            forward[k] = np.asarray(out["y_forward"])[0]
-            if both:
-                backward[j] = np.asarray(out["y_backward"])[0]
-        x = np.concatenate(forward) if not both else np.concatenate([np.concatenate(forward),
-                                                                      np.concatenate(backward)], axis=-1)
-        x = x[:frames]
+        x = _recurrent_layer(call, x, layer, steps)
     out = call("head", {"x": x[None]})
     return {"strong": np.asarray(out["strong"]), "weak": np.asarray(out["weak"])}
+
+
+def _recurrent_layer(call, x: np.ndarray, layer: dict, steps: int) -> np.ndarray:
+    """(T', D) -> (T', U or 2U): one layer's chunk calls; the padding goes after the clip for
+    the forward direction and before it for the backward one (each meets it last)."""
+    frames, chunks = x.shape[0], -(-x.shape[0] // steps)
+    pad = np.zeros((chunks * steps - frames, x.shape[1]), np.float32)
+    x_forward, x_backward = np.concatenate([x, pad]), np.concatenate([pad, x])
+    units, both = layer["units"], layer["bidirectional"]
+    states = {"state_forward": np.zeros((1, units), np.float32)}
+    if both:
+        states["state_backward"] = np.zeros((1, units), np.float32)
+    forward, backward = [None] * chunks, [None] * chunks
+    for k in range(chunks):
+        j = chunks - 1 - k                                                     # the backward direction's chunk
+        inputs = {"x_forward": x_forward[None, k * steps:(k + 1) * steps], **states}
+        if both:
+            inputs["x_backward"] = x_backward[None, j * steps:(j + 1) * steps]
+        out = call(layer["signature"], inputs)
+        states = {name: np.asarray(out[name]) for name in states}
+        forward[k] = np.asarray(out["y_forward"])[0]
+        if both:
+            backward[j] = np.asarray(out["y_backward"])[0]
+    y = np.concatenate(forward)[:frames]
+    return y if not both else np.concatenate([y, np.concatenate(backward)[len(pad):]], axis=-1)
 
 
 def keras_stage_caller(model, info: ModelInfo, steps: int, record: dict | None = None, waveform_input: bool = False,

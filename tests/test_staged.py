@@ -102,6 +102,23 @@ def test_projection_bounds_are_calibration_percentiles_clipped_in_the_graph(bidi
         assert (diff > 1e-4) == changed, diff
 
 
+def test_the_runtime_reads_this_layout_and_refuses_others(tmp_path):
+    from sedweak.export import SIDECAR_FORMAT, read_sidecar
+    from sedweak.export_staged import STAGED_FORMAT, export_staged
+
+    runtime = _runtime()
+    assert (runtime.SIDECAR_FORMAT, runtime.STAGED_FORMAT) == (SIDECAR_FORMAT, STAGED_FORMAT)
+    model, info = _tiny(bidirectional=True)
+    path = export_staged(model, info, tmp_path / "s.tflite", "float32", steps=7)
+    meta = read_sidecar(path)
+    assert sorted(meta["staged"]["tensors"]["gru_0"]["inputs"]) == ["state_backward", "state_forward",
+                                                                     "x_backward", "x_forward"]   # no mask
+    meta["staged"]["format"] = "sedweak-staged-1"
+    path.with_name("s.tflite.json").write_text(runtime.json.dumps(meta))
+    with pytest.raises(ValueError, match="re-export"):
+        runtime.Detector(path)
+
+
 def test_staged_export_errors(tmp_path):
     from sedweak.export_staged import export_staged
 
