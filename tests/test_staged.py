@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_streaming import _features, _runtime, _tiny
+from test_streaming import _features, _runtime, _saved_tiny_and_calibration_audio, _tiny
 
 
 def _window(info, seed: int = 3) -> np.ndarray:
@@ -134,18 +134,11 @@ def test_staged_export_errors(tmp_path):
 
 
 def test_cli_int8_without_streaming_writes_a_staged_file(tmp_path):
-    import soundfile as sf
     from click.testing import CliRunner
 
-    from sedweak.artifacts import save_model
     from sedweak.cli import main
 
-    model, info = _tiny(bidirectional=True)
-    model_path = save_model(model, tmp_path / "bi.keras", info)
-    audio = tmp_path / "calib"
-    audio.mkdir()
-    for seed in range(2):
-        sf.write(audio / f"{seed}.wav", np.random.default_rng(seed).normal(0, 0.1, 32_000).astype(np.float32), 16000)
+    model_path, audio = _saved_tiny_and_calibration_audio(tmp_path, bidirectional=True)
     out = tmp_path / "q.tflite"
     result = CliRunner().invoke(main, ["export", str(model_path), "--mode", "int8", "--calibration", str(audio),
                                        "--gru-steps", "5", "--out", str(out), "--check"])

@@ -190,19 +190,27 @@ def test_int8_needs_calibration_and_the_while_graph_refuses_int8(tmp_path):
         export_tflite(model, info, tmp_path / "o.tflite", "int8")
 
 
-def test_cli_streaming_int8_export(tmp_path):
+def _saved_tiny_and_calibration_audio(tmp_path, bidirectional: bool):
+    """A saved tiny model (.keras) and a folder of 2 noise WAVs to calibrate int8 on."""
     import soundfile as sf
-    from click.testing import CliRunner
 
     from sedweak.artifacts import save_model
-    from sedweak.cli import main
 
-    model, info = _tiny(bidirectional=False)
-    model_path = save_model(model, tmp_path / "fwd.keras", info)
+    model, info = _tiny(bidirectional)
+    model_path = save_model(model, tmp_path / "tiny.keras", info)
     audio = tmp_path / "calib"
     audio.mkdir()
     for seed in range(2):
         sf.write(audio / f"{seed}.wav", np.random.default_rng(seed).normal(0, 0.1, 32_000).astype(np.float32), 16000)
+    return model_path, audio
+
+
+def test_cli_streaming_int8_export(tmp_path):
+    from click.testing import CliRunner
+
+    from sedweak.cli import main
+
+    model_path, audio = _saved_tiny_and_calibration_audio(tmp_path, bidirectional=False)
     out = tmp_path / "s8.tflite"
     result = CliRunner().invoke(main, ["export", str(model_path), "--streaming", "--mode", "int8", "--full-integer",
                                        "--calibration", str(audio), "--out", str(out), "--check"])
