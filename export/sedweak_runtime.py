@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 SIDECAR_FORMAT = "sedweak-tflite-1"
-STAGED_FORMAT = "sedweak-staged-2"          # sedweak.export_staged.STAGED_FORMAT
+STAGED_FORMAT = "sedweak-staged-3"          # sedweak.export_staged.STAGED_FORMAT
 STRONG_HEADER = "filename\tonset\toffset\tevent_label"
 _TIME_TOLERANCE_SECONDS = 1e-6  # as sedweak.postprocessing: frame times are i / rate
 
@@ -287,8 +287,9 @@ class StagedModel:
     ``gru_i`` and ``head``, no loops. One window of log-mel -> the Keras model's outputs.
 
     ``conv`` runs once; each recurrent layer walks its chunks of ``steps`` model frames in
-    one pass, the forward direction on chunk k and the backward one on chunk n - 1 - k,
-    both states carried (so bidirectional models are exact); ``head`` runs once. Inputs
+    one pass, call k running the forward direction on chunk k and the backward one on
+    chunk k of the time-reversed sequence, both states carried (so bidirectional models
+    are exact); ``head`` runs once. Inputs
     and outputs are (de)quantized per the sidecar (int8 for ``--full-integer``).
     The same loop as ``sedweak.export_staged.run_staged`` (tests compare them).
     """
@@ -308,9 +309,9 @@ class StagedModel:
         return {k: from_model(v, tensors["outputs"][k]) for k, v in out.items()}
 
     def _recurrent(self, x: np.ndarray, layer: dict) -> np.ndarray:
-        """(T', D) -> (T', U or 2U): one layer, both directions in one pass. The padding up
-        to whole chunks goes after the clip for the forward direction and before it for the
-        backward one, so each direction meets it only after its last real frame.
+        """(T', D) -> (T', U or 2U): one layer, both directions in one pass. The backward
+        direction reads the time-reversed sequence (and writes its outputs reversed); each
+        sequence is padded to whole chunks after its end, which it meets last.
 
         ~100 calls per clip, so the loop does no per-call conversions: inputs are put in the
         model's dtype once for the whole layer, outputs converted once at the end, and a
@@ -327,13 +328,12 @@ class StagedModel:
         chunked = lambda name, a: np.ascontiguousarray(to_model(a, ins[name]).reshape(chunks, 1, steps, a.shape[1]))
         x_forward = chunked("x_forward", np.concatenate([x, pad]))
         if both:
-            x_backward = chunked("x_backward", np.concatenate([pad, x]))
+            x_backward = chunked("x_backward", np.concatenate([x[::-1], pad]))
         forward, backward = [None] * chunks, [None] * chunks
         for k in range(chunks):
-            j = chunks - 1 - k                     # the backward direction walks the chunks from the end
             if both:
-                out = run(x_forward=x_forward[k], x_backward=x_backward[j], **states)
-                backward[j] = out["y_backward"][0]
+                out = run(x_forward=x_forward[k], x_backward=x_backward[k], **states)
+                backward[k] = out["y_backward"][0]
             else:
                 out = run(x_forward=x_forward[k], **states)
             forward[k] = out["y_forward"][0]
@@ -341,7 +341,7 @@ class StagedModel:
         y = from_model(np.concatenate(forward)[:frames], outs["y_forward"])
         if not both:
             return y
-        return np.concatenate([y, from_model(np.concatenate(backward)[len(pad):], outs["y_backward"])], axis=-1)
+        return np.concatenate([y, from_model(np.concatenate(backward)[:frames][::-1], outs["y_backward"])], axis=-1)
 
     def __call__(self, window: np.ndarray) -> dict[str, np.ndarray]:
         """(1, clip_frames, n_mels) dB, or (1, clip_samples) for a waveform-input file ->

@@ -12,17 +12,17 @@ A *staged* file cuts the model where the recurrence needs the whole clip: one
            kept float32 in int8 files by selective quantization)
 ``gru_i``  one recurrent layer over S model frames, its two directions batched:
            ``x_forward`` (1, S, D), ``state_forward`` (1, U)
-           [+ ``x_backward`` (1, S, D), ``state_backward`` (1, U)]
+           [+ ``x_backward`` (1, S, D) time-reversed, ``state_backward`` (1, U)]
            -> ``y_forward`` (1, S, U), ``state_forward`` [+ ``y_backward``, ``state_backward``]
 ``head``   ``x`` (1, T', D) -> ``strong`` (1, T', K), ``weak`` (1, K)
 
 The runtime (``export/sedweak_runtime.py``, :func:`run_staged` here) calls ``conv`` once,
-then walks each layer's n = ceil(T' / S) chunks in one pass in which the forward direction
-reads chunk k and the backward direction chunk n - 1 - k with both states carried, then
-``head`` once: the numbers of the Keras model (float32: ~1e-6), in 2 + layers x n calls.
-The zeros that fill T' up to n S go after the last frame for the forward direction and
-before the first for the backward one: each direction meets them only after its last
-real frame, so no mask is needed.
+then walks each layer's n = ceil(T' / S) chunks in one pass, call k running the forward
+direction over chunk k of the sequence and the backward direction over chunk k of the
+time-reversed sequence (reversed once per layer by the caller, outputs too: no flips in
+the graph), both states carried; then ``head`` once: the numbers of the Keras model
+(float32: ~1e-6), in 2 + layers x n calls. Each direction's sequence is padded with zeros
+to n S after its end, which it meets only after its last real frame: no mask.
 The chunk length S trades file size (each unrolled step adds ops) against calls.
 """
 
@@ -43,7 +43,7 @@ from sedweak.export import (
 )
 from sedweak.io_utils import atomic_write_bytes, atomic_write_json
 
-STAGED_FORMAT = "sedweak-staged-2"
+STAGED_FORMAT = "sedweak-staged-3"
 STAGED_MODES = ("float32", "float16", "dynamic", "int8")
 DEFAULT_CLIP_PERCENTILE = 99.5     # int8 GRU input projections (projection_bounds)
 
@@ -89,7 +89,7 @@ def _gru_function(layer, bounds=None):
     def bigru(x_forward, x_backward, state_forward, state_backward):
         forward, backward, (state_f, state_b) = paired_steps(
             x_forward, x_backward, state_forward, state_backward, gru_weights(layer.forward_layer),
-            gru_weights(layer.backward_layer), bounds=bounds)
+            gru_weights(layer.backward_layer), bounds=bounds, backward_reversed=True)
         return {"y_forward": forward, "y_backward": backward, "state_forward": state_f, "state_backward": state_b}
 
     return bigru
@@ -148,28 +148,27 @@ def run_staged(call, window: np.ndarray, layers: list[dict], steps: int, input_n
 
 
 def _recurrent_layer(call, x: np.ndarray, layer: dict, steps: int) -> np.ndarray:
-    """(T', D) -> (T', U or 2U): one layer's chunk calls; the padding goes after the clip for
-    the forward direction and before it for the backward one (each meets it last)."""
+    """(T', D) -> (T', U or 2U): one layer's chunk calls. The backward direction reads the
+    time-reversed sequence; each sequence is padded after its end (met last)."""
     frames, chunks = x.shape[0], -(-x.shape[0] // steps)
     pad = np.zeros((chunks * steps - frames, x.shape[1]), np.float32)
-    x_forward, x_backward = np.concatenate([x, pad]), np.concatenate([pad, x])
+    x_forward, x_backward = np.concatenate([x, pad]), np.concatenate([x[::-1], pad])
     units, both = layer["units"], layer["bidirectional"]
     states = {"state_forward": np.zeros((1, units), np.float32)}
     if both:
         states["state_backward"] = np.zeros((1, units), np.float32)
-    forward, backward = [None] * chunks, [None] * chunks
+    forward, backward = [], []
     for k in range(chunks):
-        j = chunks - 1 - k                                                     # the backward direction's chunk
         inputs = {"x_forward": x_forward[None, k * steps:(k + 1) * steps], **states}
         if both:
-            inputs["x_backward"] = x_backward[None, j * steps:(j + 1) * steps]
+            inputs["x_backward"] = x_backward[None, k * steps:(k + 1) * steps]
         out = call(layer["signature"], inputs)
         states = {name: np.asarray(out[name]) for name in states}
-        forward[k] = np.asarray(out["y_forward"])[0]
+        forward.append(np.asarray(out["y_forward"])[0])
         if both:
-            backward[j] = np.asarray(out["y_backward"])[0]
+            backward.append(np.asarray(out["y_backward"])[0])
     y = np.concatenate(forward)[:frames]
-    return y if not both else np.concatenate([y, np.concatenate(backward)[len(pad):]], axis=-1)
+    return y if not both else np.concatenate([y, np.concatenate(backward)[:frames][::-1]], axis=-1)
 
 
 def keras_stage_caller(model, info: ModelInfo, steps: int, record: dict | None = None, waveform_input: bool = False,

@@ -113,7 +113,7 @@ def test_the_runtime_reads_this_layout_and_refuses_others(tmp_path):
     meta = read_sidecar(path)
     assert sorted(meta["staged"]["tensors"]["gru_0"]["inputs"]) == ["state_backward", "state_forward",
                                                                      "x_backward", "x_forward"]   # no mask
-    meta["staged"]["format"] = "sedweak-staged-1"
+    meta["staged"]["format"] = "sedweak-staged-2"
     path.with_name("s.tflite.json").write_text(runtime.json.dumps(meta))
     with pytest.raises(ValueError, match="re-export"):
         runtime.Detector(path)

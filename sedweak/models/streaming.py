@@ -83,7 +83,7 @@ def bidirectional_steps(inputs, state, forward_weights, backward_weights, valid=
 
 
 def paired_steps(forward_inputs, backward_inputs, forward_state, backward_state, forward_weights,
-                 backward_weights, backward_valid=None, keep=None, bounds=None):
+                 backward_weights, backward_valid=None, keep=None, bounds=None, backward_reversed: bool = False):
     """A forward GRU over ``forward_inputs`` and a backward GRU over ``backward_inputs``
     (walked from the last step), batched: each step is one BatchMatMul pair for both
     directions (half the ops of two :func:`gru_steps`, a smaller and faster TFLite file).
@@ -94,6 +94,9 @@ def paired_steps(forward_inputs, backward_inputs, forward_state, backward_state,
             the others (frames past the end of a clip, where offline it has not started).
         keep: the forward state is returned after that many steps (default S).
         bounds: (gates, candidate) clip of both directions' input projections (:func:`_projections`).
+        backward_reversed: ``backward_inputs`` come already time-reversed (walked first to
+            last) and the backward outputs are returned in that reversed order: no flips in
+            the graph (the staged export; not with ``backward_valid``).
     Returns: forward outputs (B, S, U), backward outputs (B, S, U) in input order,
         and the (forward, backward) states after the walk.
     """
@@ -103,8 +106,11 @@ def paired_steps(forward_inputs, backward_inputs, forward_state, backward_state,
     pair = (forward_weights, backward_weights)
     # (2, B, S, .) per-step terms, backward time-reversed, unstacked once: step t needs no Pack
     projections = [_projections(x, w, units, bounds=bounds) for x, w in zip((forward_inputs, backward_inputs), pair)]
-    gates_in = ops.unstack(ops.stack([projections[0][0], ops.flip(projections[1][0], axis=1)]), axis=2)
-    candidate_in = ops.unstack(ops.stack([projections[0][1], ops.flip(projections[1][1], axis=1)]), axis=2)
+    if backward_reversed and backward_valid is not None:
+        raise ValueError("backward_valid is in input order: not with backward_reversed")
+    flip = (lambda t: t) if backward_reversed else (lambda t: ops.flip(t, axis=1))
+    gates_in = ops.unstack(ops.stack([projections[0][0], flip(projections[1][0])]), axis=2)
+    candidate_in = ops.unstack(ops.stack([projections[0][1], flip(projections[1][1])]), axis=2)
     gates_kernel = ops.stack([w[1][:, :2 * units] for w in pair])                       # (2, U, 2U)
     candidate_kernel = ops.stack([w[1][:, 2 * units:] for w in pair])                   # (2, U, U)
     candidate_bias = ops.stack([w[3][None, 2 * units:] for w in pair])                  # (2, 1, U)
@@ -122,7 +128,7 @@ def paired_steps(forward_inputs, backward_inputs, forward_state, backward_state,
         seen.append(states)
     final = (seen[(keep or len(seen)) - 1][0], seen[-1][1])
     seen = ops.stack(seen, axis=2)                                                      # (2, B, S, U)
-    return seen[0], ops.flip(seen[1], axis=1), final
+    return seen[0], flip(seen[1]), final
 
 
 def _projections(inputs, weights, units: int, unstack: bool = False, bounds=None):
