@@ -73,9 +73,8 @@ def _outputs(kind: str, path: Path | None, model, features, waveforms: dict) -> 
     return strong, weak, 1000 * float(np.median(times))
 
 
-# (mode, full_integer, waveform_input, clip percentile of the int8 GRU projections; 100 = none)
-STAGED_VARIANTS = (("float32", False, False, 100), ("dynamic", False, False, 100), ("int8", False, False, 100),
-                   ("int8", False, False, 99.5), ("int8", True, False, 99.5), ("int8", False, True, 99.5))
+STAGED_VARIANTS = (("float32", False, False), ("dynamic", False, False), ("int8", False, False),
+                   ("int8", True, False), ("int8", False, True))        # (mode, full_integer, waveform_input)
 
 
 def _variants(model, info, workdir: Path, chunks, calibration, lookaheads=(0,), gru_steps=(), waveforms=()):
@@ -86,12 +85,11 @@ def _variants(model, info, workdir: Path, chunks, calibration, lookaheads=(0,), 
     for mode in ("float32", "float16", "dynamic"):
         yield "offline", mode, export_tflite(model, info, workdir / f"o_{mode}.tflite", mode)
     for steps in gru_steps:
-        for mode, full, wave, clip in STAGED_VARIANTS:
-            label = (f"staged {mode}{' full-int' if full else ''}{' waveform-in' if wave else ''}"
-                     f"{' clip ' + format(clip, 'g') if mode == 'int8' and clip < 100 else ''} ({steps} steps)")
+        for mode, full, wave in STAGED_VARIANTS:
+            label = f"staged {mode}{' full-int' if full else ''}{' waveform-in' if wave else ''} ({steps} steps)"
             clips = None if mode != "int8" else (waveforms if wave else calibration)
-            yield "staged", label, export_staged(model, info, workdir / f"g{steps}_{mode}{int(full)}{int(wave)}{clip}.tflite",
-                                                 mode, steps, clips, full, waveform_input=wave, clip_percentile=clip)
+            yield "staged", label, export_staged(model, info, workdir / f"g{steps}_{mode}{int(full)}{int(wave)}.tflite",
+                                                 mode, steps, clips, full, waveform_input=wave)
     for chunk in chunks:
         for ahead in lookaheads:
             for mode, full in STREAM_VARIANTS:

@@ -271,14 +271,11 @@ def saliency(model, inputs, class_name, method, out_dir, event_frames, reference
                    "implied by --mode int8 without --streaming.")
 @click.option("--gru-steps", type=int, default=10, show_default=True,
               help="Staged: model frames per GRU call (more: larger file, fewer calls).")
-@click.option("--clip-percentile", type=click.FloatRange(50, 100), default=99.5, show_default=True,
-              help="int8: clip the GRU input projections at this percentile of the calibration values "
-                   "(finer int8 steps; 100: no clip, the converter's min / max).")
 def export(model, mode, out, waveform_input, check, streaming, chunk_frames, calibration, full_integer,
-           lookahead_frames, staged, gru_steps, clip_percentile):
+           lookahead_frames, staged, gru_steps):
     """Convert MODEL.keras to a batch-1 TFLite file with builtin ops only."""
     from sedweak.artifacts import load_model
-    from sedweak.export import ExportError, check_tflite, export_tflite, read_sidecar
+    from sedweak.export import ExportError, check_tflite, export_tflite
 
     try:
         keras_model, info = load_model(model)
@@ -296,7 +293,7 @@ def export(model, mode, out, waveform_input, check, streaming, chunk_frames, cal
             if calibration:
                 clips = (calibration_waveforms if waveform_input else calibration_logmels)(calibration, info)
             path = export_staged(keras_model, info, out, mode, gru_steps, clips, full_integer, str(model),
-                                 waveform_input, clip_percentile)
+                                 waveform_input)
         elif streaming:
             from sedweak.export_streaming import calibration_logmels, export_streaming
 
@@ -304,7 +301,7 @@ def export(model, mode, out, waveform_input, check, streaming, chunk_frames, cal
                 raise ValueError("--streaming takes log-mel frames (the runtime's streaming front end makes them)")
             clips = calibration_logmels(calibration, info) if calibration else None
             path = export_streaming(keras_model, info, out, chunk_frames, mode, clips, full_integer, str(model),
-                                    lookahead_frames, clip_percentile)
+                                    lookahead_frames)
         else:
             if full_integer or calibration:
                 raise ValueError("--full-integer / --calibration apply to int8 / int16x8 exports")
@@ -317,11 +314,6 @@ def export(model, mode, out, waveform_input, check, streaming, chunk_frames, cal
             else f"staged ({gru_steps} GRU steps per call) {kind}" if staged else kind)
     click.echo(f"{path}: {report.size_bytes / 1e3:.1f} kB, {mode}{' full-integer' if full_integer else ''}, "
                f"{kind} input, builtin ops only")
-    meta = read_sidecar(path)
-    clip = (meta.get("staged") or meta.get("streaming") or {}).get("projection_clip")
-    if clip:
-        cost = f" (float cost: max {clip['float_max_abs_diff']:.1e})" if "float_max_abs_diff" in clip else ""
-        click.echo(f"GRU input projections clipped at the {clip['percentile']:g}th percentile{cost}")
     if check:
         click.echo("ops: " + ", ".join(f"{name} x{n}" for name, n in report.ops.items()))
         if report.max_abs_diff:

@@ -45,7 +45,6 @@ from sedweak.io_utils import atomic_write_bytes, atomic_write_json
 
 STAGED_FORMAT = "sedweak-staged-3"
 STAGED_MODES = ("float32", "float16", "dynamic", "int8")
-DEFAULT_CLIP_PERCENTILE = 99.5     # int8 GRU input projections (projection_bounds)
 
 
 def layer_specs(model) -> list[dict]:
@@ -76,12 +75,12 @@ def _conv_function(model, info: ModelInfo, waveform_input: bool):
     return conv
 
 
-def _gru_function(layer, bounds=None):
+def _gru_function(layer):
     from sedweak.models.streaming import gru_steps, gru_weights, paired_steps
 
     if not hasattr(layer, "backward_layer"):
         def gru(x_forward, state_forward):
-            y, state = gru_steps(x_forward, state_forward, gru_weights(layer), bounds=bounds)
+            y, state = gru_steps(x_forward, state_forward, gru_weights(layer))
             return {"y_forward": y, "state_forward": state}
 
         return gru
@@ -89,7 +88,7 @@ def _gru_function(layer, bounds=None):
     def bigru(x_forward, x_backward, state_forward, state_backward):
         forward, backward, (state_f, state_b) = paired_steps(
             x_forward, x_backward, state_forward, state_backward, gru_weights(layer.forward_layer),
-            gru_weights(layer.backward_layer), bounds=bounds, backward_reversed=True)
+            gru_weights(layer.backward_layer), backward_reversed=True)
         return {"y_forward": forward, "y_backward": backward, "state_forward": state_f, "state_backward": state_b}
 
     return bigru
@@ -105,9 +104,8 @@ def _head_function(model):
     return head
 
 
-def stage_signatures(model, info: ModelInfo, steps: int, waveform_input: bool = False, bounds: dict | None = None) -> dict:
-    """name -> (function, input TensorSpecs) for every stage; ``steps`` = S model frames per GRU call;
-    ``bounds``: ``gru_i`` -> (gates, candidate) projection clip (:func:`projection_bounds`)."""
+def stage_signatures(model, info: ModelInfo, steps: int, waveform_input: bool = False) -> dict:
+    """name -> (function, input TensorSpecs) for every stage; ``steps`` = S model frames per GRU call."""
     import tensorflow as tf
 
     from sedweak.export import input_shape
@@ -127,7 +125,7 @@ def stage_signatures(model, info: ModelInfo, steps: int, waveform_input: bool = 
                        spec((1, units), "state_backward")]
         else:
             inputs += [spec((1, units), "state_forward")]
-        signatures[meta["signature"]] = (_gru_function(layer, (bounds or {}).get(meta["signature"])), inputs)
+        signatures[meta["signature"]] = (_gru_function(layer), inputs)
         width = units * (2 if meta["bidirectional"] else 1)
     signatures["head"] = (_head_function(model), [spec((1, model_frames, width), "x")])
     return signatures
@@ -171,13 +169,12 @@ def _recurrent_layer(call, x: np.ndarray, layer: dict, steps: int) -> np.ndarray
     return y if not both else np.concatenate([y, np.concatenate(backward)[:frames][::-1]], axis=-1)
 
 
-def keras_stage_caller(model, info: ModelInfo, steps: int, record: dict | None = None, waveform_input: bool = False,
-                       bounds: dict | None = None):
+def keras_stage_caller(model, info: ModelInfo, steps: int, record: dict | None = None, waveform_input: bool = False):
     """``call`` for :func:`run_staged` running the float stages in TensorFlow; ``record``:
-    signature -> list of the inputs seen (for int8 calibration); ``bounds``: as :func:`stage_signatures`."""
+    signature -> list of the inputs seen (for int8 calibration)."""
     import tensorflow as tf
 
-    signatures = stage_signatures(model, info, steps, waveform_input, bounds)
+    signatures = stage_signatures(model, info, steps, waveform_input)
     functions = {name: tf.function(fn, input_signature=specs, autograph=False)
                  for name, (fn, specs) in signatures.items()}
     order = {name: [s.name for s in specs] for name, (_, specs) in signatures.items()}
@@ -207,56 +204,6 @@ def calibration_inputs(model, info: ModelInfo, steps: int, clips, per_signature:
     for signature, seen in record.items():
         pairs += [(signature, seen[i]) for i in evenly_spaced(len(seen), per_signature)]
     return pairs
-
-
-def _projection_clip(model, info: ModelInfo, steps: int, pairs, percentile: float, calibration,
-                     waveform_input: bool, clips: int = 4) -> dict:
-    """The bounds at ``percentile`` and the max |clipped - unclipped| float strong output on
-    the first ``clips`` calibration clips (what the clip itself costs, before int8)."""
-    bounds = projection_bounds(model, pairs, percentile)
-    fit = fit_waveform if waveform_input else fit_window
-    plain = keras_stage_caller(model, info, steps, waveform_input=waveform_input)
-    clipped = keras_stage_caller(model, info, steps, waveform_input=waveform_input, bounds=bounds)
-    layers, name = layer_specs(model), "waveform" if waveform_input else "logmel"
-    diff = 0.0
-    for clip in list(calibration)[:clips]:
-        window = fit(np.asarray(clip, np.float32), info)[None]
-        diff = max(diff, float(np.abs(run_staged(clipped, window, layers, steps, name)["strong"]
-                                      - run_staged(plain, window, layers, steps, name)["strong"]).max()))
-    return {"percentile": percentile, "bounds": {k: [round(v, 4) for v in b] for k, b in bounds.items()},
-            "float_max_abs_diff": diff}
-
-
-def projection_bounds(model, pairs: list[tuple], percentile: float) -> dict[str, tuple[float, float]]:
-    """``gru_i`` -> (gates, candidate): the ``percentile`` of |input projection| (both
-    directions) over the calibration inputs ``pairs`` (:func:`calibration_inputs`).
-
-    Why: the int8 converter calibrates min / max, one scale per tensor, and these tensors
-    have rare extremes (a trained ``adavanne_edge``, first layer: 99.5 % of |gates| under
-    6.5, the maximum 27), so their int8 step (0.21) is coarse where the values live, and
-    the recurrence integrates that noise. TFLite's converter has no percentile
-    calibration, so the clip is written into the int8 graph: measured on that model, max
-    |int8 - keras| 0.54 -> 0.15 and the clip alone (float) moves outputs by 0.014.
-    """
-    from sedweak.models.streaming import gru_weights, recurrent_layers
-
-    bounds = {}
-    for i, layer in enumerate(recurrent_layers(model)):
-        signature = f"gru_{i}"
-        seen = [inputs for name, inputs in pairs if name == signature]
-        directions = [("x_forward", getattr(layer, "forward_layer", layer))]
-        if hasattr(layer, "backward_layer"):
-            directions.append(("x_backward", layer.backward_layer))
-        gates, candidate = [], []
-        for key, gru in directions:
-            kernel, _, bias_in, bias_rec = (np.asarray(w, np.float32) for w in gru_weights(gru))
-            units = kernel.shape[1] // 3
-            x = np.concatenate([inputs[key].reshape(-1, kernel.shape[0]) for inputs in seen])
-            projection = x @ kernel + bias_in + np.concatenate([bias_rec[:2 * units], np.zeros(units, np.float32)])
-            gates.append(np.abs(projection[:, :2 * units]).ravel())
-            candidate.append(np.abs(projection[:, 2 * units:]).ravel())
-        bounds[signature] = tuple(float(np.percentile(np.concatenate(v), percentile)) for v in (gates, candidate))
-    return bounds
 
 
 def fit_window(logmel: np.ndarray, info: ModelInfo) -> np.ndarray:
@@ -310,7 +257,7 @@ def _dequantize(x, tensor: dict) -> np.ndarray:
 
 def export_staged(model, info: ModelInfo, out: str | Path, mode: str = "int8", steps: int = 10,
                   calibration=None, full_integer: bool = False, source: str = "",
-                  waveform_input: bool = False, clip_percentile: float | None = DEFAULT_CLIP_PERCENTILE) -> Path:
+                  waveform_input: bool = False) -> Path:
     """Write the staged file ``out`` (.tflite) and its sidecar. Returns ``out``.
 
     ``steps``: model frames per ``gru_i`` call. ``calibration``: clips, required for
@@ -318,9 +265,6 @@ def export_staged(model, info: ModelInfo, out: str | Path, mode: str = "int8", s
     ``waveform_input``. ``full_integer``: int8 inputs and outputs on every signature (their
     scale and zero point in the sidecar). ``waveform_input``: the log-mel front end inside
     ``conv``, float32 in every mode (``dynamic`` would quantize it, so it is refused).
-    ``clip_percentile``: ``int8`` only, clip the GRU input projections at this percentile
-    of the calibration values (:func:`projection_bounds`); ``None`` or 100: no clip (the
-    converter's min / max). Bounds and what the clip costs in float are in the sidecar.
     """
     import keras
 
@@ -333,17 +277,13 @@ def export_staged(model, info: ModelInfo, out: str | Path, mode: str = "int8", s
         raise ValueError("--full-integer needs --mode int8")
     if waveform_input and (full_integer or mode == "dynamic"):
         raise ValueError("--waveform-input keeps the log-mel front end float: not with --full-integer or --mode dynamic")
-    if clip_percentile is not None and not 50 <= clip_percentile <= 100:
-        raise ValueError(f"clip percentile must be in [50, 100], got {clip_percentile}")
-    representative, clip = None, None
+    representative = None
     if mode == "int8":
         if not calibration:
             raise ValueError(f"--mode {mode} needs calibration clips (--calibration)")
         pairs = calibration_inputs(model, info, steps, calibration, waveform_input=waveform_input)
         representative = lambda: iter(pairs)
-        if clip_percentile is not None and clip_percentile < 100:
-            clip = _projection_clip(model, info, steps, pairs, clip_percentile, calibration, waveform_input)
-    signatures = stage_signatures(model, info, steps, waveform_input, clip and clip["bounds"])
+    signatures = stage_signatures(model, info, steps, waveform_input)
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="sedweak-staged-") as tmp:
         archive = keras.export.ExportArchive()
@@ -360,6 +300,6 @@ def export_staged(model, info: ModelInfo, out: str | Path, mode: str = "int8", s
                        {"name": "weak", "shape": [1, len(info.classes)]}]
     meta["signature"] = None                                     # several: see "staged"
     meta["staged"] = {"format": STAGED_FORMAT, "steps": steps, "layers": layer_specs(model),
-                      "tensors": io_quantization(flatbuffer, signatures), "projection_clip": clip}
+                      "tensors": io_quantization(flatbuffer, signatures)}
     atomic_write_json(sidecar_path(out), meta)
     return out

@@ -27,7 +27,6 @@ from sedweak.export import (
     sidecar_json,
     sidecar_path,
 )
-from sedweak.export_staged import DEFAULT_CLIP_PERCENTILE, calibration_inputs, projection_bounds
 from sedweak.io_utils import atomic_write_bytes, atomic_write_json
 
 STREAMING_MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
@@ -44,9 +43,8 @@ def _specs(model, info: ModelInfo, chunk_frames: int, lookahead: int):
             + [tf.TensorSpec((1, u), tf.float32, name=f"state_{i}") for i, u in enumerate(state_units(model))])
 
 
-def step_function(model, chunk_frames: int, lookahead: int = 0, bounds: list | None = None):
-    """(logmel, mask, *states) -> {"strong", "state_i"}: the streaming step as a plain function;
-    ``bounds``: per recurrent layer, the GRU input projection clip (int8, see export_staged)."""
+def step_function(model, chunk_frames: int, lookahead: int = 0):
+    """(logmel, mask, *states) -> {"strong", "state_i"}: the streaming step as a plain function."""
     from sedweak.models.streaming import context_frames, stream_chunk, time_pooling
 
     pool = time_pooling(model)
@@ -56,7 +54,7 @@ def step_function(model, chunk_frames: int, lookahead: int = 0, bounds: list | N
     context = context_frames(model)
 
     def serve(logmel, mask, *states):
-        strong, new_states = stream_chunk(model, logmel, mask, list(states), context, lookahead, bounds)
+        strong, new_states = stream_chunk(model, logmel, mask, list(states), context, lookahead)
         return {"strong": strong, **{f"state_{i}": s for i, s in enumerate(new_states)}}
 
     return serve
@@ -83,7 +81,7 @@ def calibration_windows(model, logmels, chunk_frames: int, lookahead: int = 0, m
 
 
 def streaming_sidecar(model, info: ModelInfo, mode: str, chunk_frames: int, lookahead: int, flatbuffer: bytes,
-                      source: str, clip: dict | None = None) -> dict:
+                      source: str) -> dict:
     """The offline sidecar plus a ``streaming`` section and per-tensor int8 parameters."""
     from sedweak.models.streaming import context_frames, recurrent_layers, state_units
 
@@ -97,22 +95,18 @@ def streaming_sidecar(model, info: ModelInfo, mode: str, chunk_frames: int, look
                          "state_units": state_units(model), "exact": not bidirectional,
                          "approximation": (f"backward GRU from zero {lookahead} frames past each chunk"
                                            if bidirectional else ""),
-                         "tensors": io_quantization(flatbuffer)[SIGNATURE_KEY], "projection_clip": clip}
+                         "tensors": io_quantization(flatbuffer)[SIGNATURE_KEY]}
     return meta
 
 
 def export_streaming(model, info: ModelInfo, out: str | Path, chunk_frames: int = 20, mode: str = "float32",
-                     calibration=None, full_integer: bool = False, source: str = "", lookahead: int = 0,
-                     clip_percentile: float | None = DEFAULT_CLIP_PERCENTILE) -> Path:
+                     calibration=None, full_integer: bool = False, source: str = "", lookahead: int = 0) -> Path:
     """Write the streaming step ``out`` (.tflite) and its sidecar. Returns ``out``.
 
     ``lookahead``: feature frames past each chunk that a bidirectional layer's backward
     direction reads (0 for forward-only models, which need none); latency grows by as much.
     ``calibration``: log-mel clips ((T, n_mels) arrays), required for ``int8``.
     ``full_integer``: int8 inputs / outputs (the sidecar holds their scale and zero point).
-    ``clip_percentile``: int8, the GRU input projection clip of
-    :func:`sedweak.export_staged.projection_bounds` (bounds from the whole-clip float stages
-    on the calibration clips); ``None`` or 100: none.
     """
     import keras
 
@@ -120,27 +114,23 @@ def export_streaming(model, info: ModelInfo, out: str | Path, chunk_frames: int 
         raise ValueError(f"streaming mode must be one of {STREAMING_MODES}, got {mode!r}")
     if full_integer and mode != "int8":
         raise ValueError("--full-integer needs --mode int8")
-    representative, clip, bounds = None, None, None
+    representative = None
     if mode in ("int8", "int16x8"):
         if not calibration:
             raise ValueError(f"--mode {mode} needs calibration clips (--calibration)")
         windows = calibration_windows(model, calibration, chunk_frames, lookahead)
         representative = lambda: iter(windows)
-        if mode == "int8" and clip_percentile is not None and clip_percentile < 100:
-            bounds_by_name = projection_bounds(model, calibration_inputs(model, info, 25, calibration), clip_percentile)
-            bounds = list(bounds_by_name.values())
-            clip = {"percentile": clip_percentile, "bounds": {k: [round(v, 4) for v in b] for k, b in bounds_by_name.items()}}
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="sedweak-stream-") as tmp:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint(SIGNATURE_KEY, step_function(model, chunk_frames, lookahead, bounds),
+        archive.add_endpoint(SIGNATURE_KEY, step_function(model, chunk_frames, lookahead),
                              input_signature=_specs(model, info, chunk_frames, lookahead))
         archive.write_out(str(Path(tmp) / "sm"), verbose=False)
         flatbuffer = convert_saved_model(Path(tmp) / "sm", mode, representative, full_integer)
     atomic_write_bytes(out, flatbuffer)
     atomic_write_json(sidecar_path(out),
-                      streaming_sidecar(model, info, mode, chunk_frames, lookahead, flatbuffer, source, clip))
+                      streaming_sidecar(model, info, mode, chunk_frames, lookahead, flatbuffer, source))
     return out
 
 

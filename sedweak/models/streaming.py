@@ -36,14 +36,13 @@ def gru_weights(gru) -> tuple:
     return cell.kernel, cell.recurrent_kernel, cell.bias[0], cell.bias[1]
 
 
-def gru_steps(inputs, state, weights, reverse: bool = False, bounds=None):
+def gru_steps(inputs, state, weights, reverse: bool = False):
     """Plain-op GRU over a fixed number of steps.
 
     Args:
         inputs: (B, S, D) with S static. state: (B, U). weights: :func:`gru_weights`.
         reverse: walk the steps from the last to the first (Keras ``go_backwards``);
             outputs stay in input order (as ``Bidirectional`` re-aligns them).
-        bounds: (gates, candidate) clip of the input projections (:func:`_projections`).
     Returns: outputs (B, S, U), final state (B, U).
     """
     from keras import ops
@@ -52,7 +51,7 @@ def gru_steps(inputs, state, weights, reverse: bool = False, bounds=None):
     units = int(recurrent.shape[0])
     # Gates z, r together and the candidate h apart, so that no step slices a tensor:
     # per step 2 FullyConnected + 8 elementwise ops (fewer ops: a smaller, faster file).
-    gates_in, candidate_in = _projections(inputs, weights, units, unstack=True, bounds=bounds)
+    gates_in, candidate_in = _projections(inputs, weights, units, unstack=True)
     gates_kernel = recurrent[:, :2 * units]
     candidate_kernel, candidate_bias = recurrent[:, 2 * units:], bias_rec[2 * units:]
     outputs = [None] * len(gates_in)
@@ -64,26 +63,25 @@ def gru_steps(inputs, state, weights, reverse: bool = False, bounds=None):
     return ops.stack(outputs, axis=1), state
 
 
-def bidirectional_steps(inputs, state, forward_weights, backward_weights, valid=None, keep=None, bounds=None):
+def bidirectional_steps(inputs, state, forward_weights, backward_weights, valid=None, keep=None):
     """Forward GRU from ``state`` and backward GRU from zeros over the same steps, batched
     (:func:`paired_steps`). Same maths as two :func:`gru_steps` calls.
 
     inputs (B, S, D), state (B, U); ``valid`` (B, S) 1 = a real frame: the backward state
     stays zero over the invalid frames past the stream's end (as offline, where the
     backward pass starts at the last real frame); ``keep``: return the forward state
-    after that many steps (the rest are look-ahead for the backward direction);
-    ``bounds``: the projection clip (:func:`_projections`).
+    after that many steps (the rest are look-ahead for the backward direction).
     Returns outputs (B, S, 2U) [forward, backward] and the forward state.
     """
     from keras import ops
 
     forward, backward, states = paired_steps(inputs, inputs, state, ops.zeros_like(state), forward_weights,
-                                             backward_weights, valid, keep, bounds)
+                                             backward_weights, valid, keep)
     return ops.concatenate([forward, backward], axis=-1), states[0]
 
 
 def paired_steps(forward_inputs, backward_inputs, forward_state, backward_state, forward_weights,
-                 backward_weights, backward_valid=None, keep=None, bounds=None, backward_reversed: bool = False):
+                 backward_weights, backward_valid=None, keep=None, backward_reversed: bool = False):
     """A forward GRU over ``forward_inputs`` and a backward GRU over ``backward_inputs``
     (walked from the last step), batched: each step is one BatchMatMul pair for both
     directions (half the ops of two :func:`gru_steps`, a smaller and faster TFLite file).
@@ -93,7 +91,6 @@ def paired_steps(forward_inputs, backward_inputs, forward_state, backward_state,
         backward_valid: (B, S), 1 = a real frame; the backward state is held at zero over
             the others (frames past the end of a clip, where offline it has not started).
         keep: the forward state is returned after that many steps (default S).
-        bounds: (gates, candidate) clip of both directions' input projections (:func:`_projections`).
         backward_reversed: ``backward_inputs`` come already time-reversed (walked first to
             last) and the backward outputs are returned in that reversed order: no flips in
             the graph (the staged export; not with ``backward_valid``).
@@ -105,10 +102,10 @@ def paired_steps(forward_inputs, backward_inputs, forward_state, backward_state,
     units = int(forward_weights[1].shape[0])
     pair = (forward_weights, backward_weights)
     # (2, B, S, .) per-step terms, backward time-reversed, unstacked once: step t needs no Pack
-    projections = [_projections(x, w, units, bounds=bounds) for x, w in zip((forward_inputs, backward_inputs), pair)]
+    projections = [_projections(x, w, units) for x, w in zip((forward_inputs, backward_inputs), pair)]
     if backward_reversed and backward_valid is not None:
         raise ValueError("backward_valid is in input order: not with backward_reversed")
-    flip = (lambda t: t) if backward_reversed else (lambda t: ops.flip(t, axis=1))
+    flip = (lambda t: t) if backward_reversed else _reverse_time
     gates_in = ops.unstack(ops.stack([projections[0][0], flip(projections[1][0])]), axis=2)
     candidate_in = ops.unstack(ops.stack([projections[0][1], flip(projections[1][1])]), axis=2)
     gates_kernel = ops.stack([w[1][:, :2 * units] for w in pair])                       # (2, U, 2U)
@@ -117,7 +114,7 @@ def paired_steps(forward_inputs, backward_inputs, forward_state, backward_state,
     states = ops.stack([forward_state, backward_state])                                 # (2, B, U)
     step_valid = [None] * len(gates_in)
     if backward_valid is not None:   # (2, B, S, 1): forward always kept, backward masked, time-reversed
-        valid = ops.stack([ops.ones_like(backward_valid), ops.flip(backward_valid, axis=1)])[..., None]
+        valid = ops.stack([ops.ones_like(backward_valid), _reverse_time(backward_valid)])[..., None]
         step_valid = ops.unstack(valid, axis=2)
     seen = []
     for t in range(len(gates_in)):   # forward at step t, backward at step S - 1 - t
@@ -131,22 +128,24 @@ def paired_steps(forward_inputs, backward_inputs, forward_state, backward_state,
     return seen[0], flip(seen[1]), final
 
 
-def _projections(inputs, weights, units: int, unstack: bool = False, bounds=None):
-    """Per-step input terms, (B, S, 2U) gates z, r (both biases folded in) and (B, S, U)
-    candidate; ``unstack``: as lists of S (B, .) tensors.
+def _reverse_time(x):
+    """``x`` (B, S, ...) with axis 1 reversed, as UNPACK + PACK rather than ``ops.flip``:
+    TFLite's int8 REVERSE_V2 copies raw values, and the converter may give its input and
+    output different scales (measured: 0.108 -> 0.164, zero point -5 -> 7, silently
+    rescaling a GRU's backward inputs), while UNPACK / PACK keep one scale."""
+    from keras import ops
 
-    ``bounds`` (gates, candidate): clip each to [-bound, bound]. For int8 export: these
-    tensors get one int8 scale each, set by their rare extremes (e.g. |x| up to 27 when
-    99.5 % of values are under 6.5), and that coarse grid is the int8 GRU's main error
-    (see ``sedweak.export_staged.projection_bounds``).
-    """
+    return ops.stack(ops.unstack(x, axis=1)[::-1], axis=1)
+
+
+def _projections(inputs, weights, units: int, unstack: bool = False):
+    """Per-step input terms, (B, S, 2U) gates z, r (both biases folded in) and (B, S, U)
+    candidate; ``unstack``: as lists of S (B, .) tensors."""
     from keras import ops
 
     kernel, _, bias_in, bias_rec = weights
     gates = ops.matmul(inputs, kernel[:, :2 * units]) + (bias_in[:2 * units] + bias_rec[:2 * units])
     candidate = ops.matmul(inputs, kernel[:, 2 * units:]) + bias_in[2 * units:]
-    if bounds is not None:
-        gates, candidate = ops.clip(gates, -bounds[0], bounds[0]), ops.clip(candidate, -bounds[1], bounds[1])
     if unstack:
         return ops.unstack(gates, axis=1), ops.unstack(candidate, axis=1)
     return gates, candidate
@@ -227,7 +226,7 @@ def _head(model, x):
     return model.get_layer("strong")(x)
 
 
-def stream_chunk(model, frames, mask, states: list, context: int, lookahead: int = 0, bounds: list | None = None):
+def stream_chunk(model, frames, mask, states: list, context: int, lookahead: int = 0):
     """One streaming step.
 
     Args:
@@ -235,7 +234,6 @@ def stream_chunk(model, frames, mask, states: list, context: int, lookahead: int
         states: forward GRU states, (1, U) per recurrent layer. context: L.
         lookahead: A feature frames past the chunk that bidirectional layers' backward
             direction reads (from a zero state at their end): more = closer to offline.
-        bounds: per recurrent layer, (gates, candidate) projection clip or None (:func:`_projections`).
     Returns: strong (1, C // P, K), new states.
     """
     pool = time_pooling(model)
@@ -244,12 +242,12 @@ def stream_chunk(model, frames, mask, states: list, context: int, lookahead: int
     keep = end - begin - lookahead // pool                                  # C // P
     x, valid = x[:, begin:end], valid[:, begin:end]                         # (1, (C + A) // P, D)
     new_states = []
-    for layer, state, bound in zip(recurrent_layers(model), states, bounds or [None] * len(states)):
+    for layer, state in zip(recurrent_layers(model), states):
         if hasattr(layer, "backward_layer"):   # approximation: backward state reset per chunk
             x, state = bidirectional_steps(x, state, gru_weights(layer.forward_layer),
-                                           gru_weights(layer.backward_layer), valid, keep, bound)
+                                           gru_weights(layer.backward_layer), valid, keep)
         else:
-            x, state = gru_steps(x, state, gru_weights(layer), bounds=bound)
+            x, state = gru_steps(x, state, gru_weights(layer))
         new_states.append(state)
     return _head(model, x[:, :keep]), new_states
 
