@@ -113,7 +113,9 @@ def convert_saved_model(directory: str | Path, mode: str, representative=None, f
 
     ``int8`` needs ``representative`` (a callable yielding lists of signature inputs) and
     a loop-free graph: the calibrator segfaults on any WHILE (measured, even one of plain
-    ops), so only the streaming chunk graph is offered in int8. ``full_integer``: int8
+    ops), so int8 is offered for the staged and streaming graphs only. Every int8 / int16x8
+    result is checked with :func:`requantizing_copies` (ExportError if a data-movement op
+    got two quantizations). ``full_integer``: int8
     input and output tensors too (else float, with quantize / dequantize in the graph).
     ``int16x8``: the same with int16 activations (closer to float, slower kernels).
     With several ``signature_keys``, ``representative`` yields ``(signature, {input: array})``.
