@@ -233,12 +233,9 @@ def _read_flatbuffer(path: str | Path | bytes):
     return schema, schema.Model.GetRootAsModel(data, 0)
 
 
-def tflite_ops(path: str | Path) -> dict[str, int]:
-    """Operator name -> count over all subgraphs (WHILE bodies included), from the flatbuffer.
-
-    Custom ops appear as ``CUSTOM:<name>`` (Flex ops are ``CUSTOM:Flex...``).
-    """
-    schema, model = _read_flatbuffer(path)
+def _operator_names(schema, model) -> list[str]:
+    """The model's operator-code table as names (``CONV_2D``, ``CUSTOM:<name>``, ...),
+    indexed like ``Operator.OpcodeIndex()``."""
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     codes = []
     for i in range(model.OperatorCodesLength()):
@@ -246,6 +243,16 @@ def tflite_ops(path: str | Path) -> dict[str, int]:
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
         name = names.get(builtin, str(builtin))
         codes.append(f"CUSTOM:{code.CustomCode().decode()}" if name == "CUSTOM" else name)
+    return codes
+
+
+def tflite_ops(path: str | Path) -> dict[str, int]:
+    """Operator name -> count over all subgraphs (WHILE bodies included), from the flatbuffer.
+
+    Custom ops appear as ``CUSTOM:<name>`` (Flex ops are ``CUSTOM:Flex...``).
+    """
+    schema, model = _read_flatbuffer(path)
+    codes = _operator_names(schema, model)
     counts: Counter = Counter()
     for s in range(model.SubgraphsLength()):
         graph = model.Subgraphs(s)
@@ -265,9 +272,7 @@ def requantizing_copies(path: str | Path | bytes) -> list[str]:
     """``"OP: input (scale, zero point) -> output (...)"`` for every :data:`RAW_COPY_OPS` op
     whose quantized input and output disagree; empty for a sound file."""
     schema, model = _read_flatbuffer(path)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    codes = [names.get(max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode()))
-             for i in range(model.OperatorCodesLength())]
+    codes = _operator_names(schema, model)
     found = []
     for s in range(model.SubgraphsLength()):
         graph = model.Subgraphs(s)
