@@ -47,7 +47,7 @@ def _clip(sample_rate: int, samples: int) -> np.ndarray:
     return wave.astype(np.float32)
 
 
-def _call(runtime, detector, wave: np.ndarray, logmel: np.ndarray):
+def _call(detector, wave: np.ndarray, logmel: np.ndarray):
     """A no-argument function running one 10 s clip through the file's model."""
     meta = detector.meta
     if detector.streaming is not None:
@@ -66,7 +66,7 @@ def run(paths: list[Path], runs: int, threads: int) -> dict:
     clip_seconds = detectors[0].meta["clip_seconds"]
     wave = _clip(features["sample_rate_hz"], int(clip_seconds * features["sample_rate_hz"]))
     logmel = runtime.logmel(wave, features)
-    calls = [_call(runtime, d, wave, logmel) for d in detectors]
+    calls = [_call(d, wave, logmel) for d in detectors]
     calls.append(lambda: runtime.logmel(wave, features))                       # the front end, timed alike
     times = [[] for _ in calls]
     for _ in range(3):

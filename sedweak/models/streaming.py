@@ -94,17 +94,17 @@ def paired_steps(forward_inputs, backward_inputs, forward_state, backward_state,
         backward_reversed: ``backward_inputs`` come already time-reversed (walked first to
             last) and the backward outputs are returned in that reversed order: no flips in
             the graph (the staged export; not with ``backward_valid``).
-    Returns: forward outputs (B, S, U), backward outputs (B, S, U) in input order,
-        and the (forward, backward) states after the walk.
+    Returns: forward outputs (B, S, U), backward outputs (B, S, U) in the order of
+        ``backward_inputs``, and the (forward, backward) states after the walk.
     """
     from keras import ops
 
+    if backward_reversed and backward_valid is not None:
+        raise ValueError("backward_valid is in input order: not with backward_reversed")
     units = int(forward_weights[1].shape[0])
     pair = (forward_weights, backward_weights)
     # (2, B, S, .) per-step terms, backward time-reversed, unstacked once: step t needs no Pack
     projections = [_projections(x, w, units) for x, w in zip((forward_inputs, backward_inputs), pair)]
-    if backward_reversed and backward_valid is not None:
-        raise ValueError("backward_valid is in input order: not with backward_reversed")
     flip = (lambda t: t) if backward_reversed else _reverse_time
     gates_in = ops.unstack(ops.stack([projections[0][0], flip(projections[1][0])]), axis=2)
     candidate_in = ops.unstack(ops.stack([projections[0][1], flip(projections[1][1])]), axis=2)
