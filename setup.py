@@ -13,8 +13,10 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["sedweak", "sedweak.*"]),
-    package_data={"sedweak": ["data/soundbank/*.csv", "data/soundbank/*.md",
+    packages=find_packages(include=["sedweak", "sedweak.*"]) + ["sedweak_runtime"],
+    # the device runtime (also its own distribution: export/pyproject.toml)
+    package_dir={"sedweak_runtime": "export/sedweak_runtime"},
+    package_data={"sedweak": ["data/*.yaml", "data/soundbank/*.csv", "data/soundbank/*.md",
                               "data/soundbank/*/*/*.flac"]},
     install_requires=[
         # CPU wheel: no CUDA libraries to download; the same API as `tensorflow`.
@@ -32,7 +34,7 @@ setup(
         "matplotlib>=3.8",
         "scikit-learn>=1.4",
         # `sedweak export` checks every .tflite it writes with the same interpreter the
-        # device runtime uses (export/sedweak_runtime.py).
+        # device runtime uses (sedweak_runtime, shipped in this distribution too).
         "ai-edge-litert>=2.3",
         # sed_eval's dcase_util imports pkg_resources, which newer setuptools no longer ship.
         "setuptools>=65,<80",
@@ -41,7 +43,9 @@ setup(
         # jax: tests/test_backends.py trains under KERAS_BACKEND=jax (jaxlib CPU wheel, ~350 MB
         # installed, ~20 s to install). torch is optional: its test skips without it.
         "test": ["pytest>=8", "jax[cpu]==0.10.2"],
-        "edge": ["ai-edge-litert>=2.0", "numpy", "soundfile"],
+        # the device side alone is `pip install ./export` (sedweak-runtime); this package
+        # already ships the same sedweak_runtime module and its sedweak-detect command.
+        "edge": ["ai-edge-litert>=2.3", "numpy", "soundfile"],
     },
-    entry_points={"console_scripts": ["sedweak=sedweak.cli:main"]},
+    entry_points={"console_scripts": ["sedweak=sedweak.cli:main", "sedweak-detect=sedweak_runtime.cli:main"]},
 )

@@ -24,10 +24,8 @@ Prints Markdown tables and writes ``bench/results/export.json``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,12 +41,10 @@ STREAM_VARIANTS = (("float32", False), ("int8", False), ("int8", True), ("int16x
 
 
 def _runtime():
-    """export/sedweak_runtime.py as a module (loaded once)."""
-    if "sedweak_runtime" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("sedweak_runtime", ROOT / "export" / "sedweak_runtime.py")
-        sys.modules["sedweak_runtime"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["sedweak_runtime"])
-    return sys.modules["sedweak_runtime"]
+    """The device runtime package (export/sedweak_runtime/)."""
+    import sedweak_runtime
+
+    return sedweak_runtime
 
 
 def _models(presets: list[str], model_path: str | None, num_classes: int):
@@ -101,16 +97,11 @@ def _front_end_ms(info, runs: int) -> float:
 
 
 def _row(name, model, info, mode, waveform, runs, front_ms, workdir) -> dict:
-    from sedweak.export import (
-        buffer_sizes,
-        check_clips,
-        check_tflite,
-        export_tflite,
-        input_shape,
-    )
+    from sedweak.export import buffer_sizes, check_tflite, export_tflite
+    from sedweak.export.sidecar import input_shape
 
     path = export_tflite(model, info, Path(workdir) / f"{name}_{mode}_{int(waveform)}.tflite", mode, waveform)
-    report = check_tflite(path, model, info, clips=3)
+    report = check_tflite(path, info, model, bank_clips=3)
     clips = check_clips(info, 1)
     x = clips if waveform else _runtime_logmel(clips[0], info)[np.newaxis]
     assert x.shape == input_shape(info, waveform)
@@ -124,6 +115,17 @@ def _row(name, model, info, mode, waveform, runs, front_ms, workdir) -> dict:
             "largest_buffers": [list(r) for r in buffer_sizes(path, top=6)]}
 
 
+def check_clips(info, count: int = 3, seed: int = 0) -> np.ndarray:
+    """Probe waveforms (count, clip_samples): seeded noise, a 440 Hz sine + noise, a chirp."""
+    rng = np.random.default_rng(seed)
+    samples, rate = int(round(info.clip_seconds * info.features.sample_rate_hz)), info.features.sample_rate_hz
+    t = np.arange(samples) / rate
+    clips = [0.1 * rng.standard_normal(samples),
+             0.5 * np.sin(2 * np.pi * 440.0 * t) + 0.01 * rng.standard_normal(samples),
+             0.3 * np.sin(2 * np.pi * (200.0 + 400.0 * t) * t) * (t > t[-1] / 2)]
+    return np.stack([clips[i % len(clips)] for i in range(count)]).astype(np.float32)
+
+
 def _runtime_logmel(waveform, info):
     spec = {k: getattr(info.features, k) for k in ("sample_rate_hz", "window_samples", "hop_samples", "n_fft",
                                                    "n_mels", "mel_min_hz", "mel_max_hz", "amin_power")}
@@ -131,7 +133,7 @@ def _runtime_logmel(waveform, info):
 
 
 def _stream_export(model, info, path, chunk, mode, full_integer, calibration, lookahead=0):
-    from sedweak.export_streaming import export_streaming
+    from sedweak.export.streaming import export_streaming
 
     return export_streaming(model, info, path, chunk, mode, calibration if mode.startswith("int") else None, full_integer,
                             lookahead=lookahead)
@@ -150,7 +152,6 @@ def _stream_latency_ms(path: Path, logmel: np.ndarray, runs: int) -> tuple[np.nd
 
 
 def _stream_rows(name, model, info, chunks, runs, workdir) -> list[dict]:
-    from sedweak.export import check_clips
 
     clips = [_runtime_logmel(c, info) for c in check_clips(info, 4, seed=1)]
     logmel = _runtime_logmel(check_clips(info, 1)[0], info)
@@ -170,8 +171,7 @@ def _stream_rows(name, model, info, chunks, runs, workdir) -> list[dict]:
 
 def _staged_rows(name, model, info, gru_steps, runs, front_ms, workdir) -> list[dict]:
     """Staged files (conv, GRU chunks, head) run by the runtime's ``StagedModel`` on one clip."""
-    from sedweak.export import check_clips
-    from sedweak.export_staged import export_staged
+    from sedweak.export.staged import export_staged
 
     clips = check_clips(info, 4, seed=1)
     logmel = _runtime_logmel(check_clips(info, 1)[0], info)[np.newaxis]

@@ -79,7 +79,7 @@ STAGED_VARIANTS = (("float32", False, False), ("dynamic", False, False), ("int8"
 
 def _variants(model, info, workdir: Path, chunks, calibration, lookaheads=(0,), gru_steps=(), waveforms=()):
     from sedweak.export import export_tflite
-    from sedweak.export_staged import export_staged
+    from sedweak.export.staged import export_staged
 
     yield "keras", "-", None
     for mode in ("float32", "float16", "dynamic"):
@@ -103,8 +103,7 @@ def parity(model_path: str, config_path: str, chunks, runs: int, lookaheads=(0,)
     from sedweak.audio import load_audio
     from sedweak.config import load_config
     from sedweak.data_prep import prepare_data
-    from sedweak.export_staged import fit_waveform
-    from sedweak.export_streaming import calibration_logmels, calibration_waveforms
+    from sedweak.export.calibration import calibration_logmels, calibration_waveforms, fit_waveform
 
     model, info = load_model(model_path)
     config = load_config(config_path)

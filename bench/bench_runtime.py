@@ -16,7 +16,6 @@ writes ``bench/results/runtime.json``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -31,11 +30,9 @@ RESULTS_PATH = ROOT / "bench" / "results" / "runtime.json"
 
 
 def _runtime():
-    spec = importlib.util.spec_from_file_location("sedweak_runtime", ROOT / "export" / "sedweak_runtime.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sedweak_runtime"] = module
-    spec.loader.exec_module(module)
-    return module
+    import sedweak_runtime  # `pip install ./export` or the sedweak distribution; imports no TensorFlow
+
+    return sedweak_runtime
 
 
 def _clip(sample_rate: int, samples: int) -> np.ndarray:

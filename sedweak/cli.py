@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from sedweak.audio import AudioError
-from sedweak.config import ConfigError
+from sedweak.config import EXPORT_MODES, ConfigError
 from sedweak.labels import LabelError
 
 USER_ERRORS = (ConfigError, LabelError, AudioError, FileNotFoundError, ValueError, RuntimeError)
@@ -119,7 +119,8 @@ def score(reference, estimated, json_out, segment_seconds, collar_seconds):
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Events as a DESED strong TSV.")
 @click.option("--frames", type=click.Path(dir_okay=False), help="Also write frame probabilities (HDF5).")
-def predict(model, inputs, out, frames):
+@click.option("--strict", is_flag=True, help="Exit non-zero when any file was skipped (the TSV of the others is still written).")
+def predict(model, inputs, out, frames, strict):
     """Detect events in audio files or folders of any length."""
     from sedweak.artifacts import load_model
     from sedweak.inference import audio_files, predict_files, save_frame_probabilities
@@ -140,7 +141,10 @@ def predict(model, inputs, out, frames):
     write_strong_tsv(out, events)
     if frames:
         save_frame_probabilities(frames, probs, info)
-    click.echo(f"{sum(len(e) for e in events.values())} events in {len(events)} files -> {out}")
+    click.echo(f"{sum(len(e) for e in events.values())} events in {len(events)} files -> {out}"
+               + (f" ({len(failed)} skipped)" if failed else ""))
+    if strict and failed:
+        raise click.ClickException(f"--strict: {len(failed)} of {len(paths)} files skipped")
 
 
 @main.command()
@@ -223,7 +227,9 @@ def demo(workdir, overrides, fast_dev_run):
 @click.option("--samples", default=16, show_default=True, help="SmoothGrad: noisy copies.")
 @click.option("--noise-fraction", default=0.1, show_default=True, help="SmoothGrad: noise sd / log-mel range.")
 @click.option("--steps", default=32, show_default=True, help="Integrated gradients: path steps.")
-def saliency(model, inputs, class_name, method, out_dir, event_frames, reference, samples, noise_fraction, steps):
+@click.option("--strict", is_flag=True, help="Exit non-zero when any file was skipped.")
+def saliency(model, inputs, class_name, method, out_dir, event_frames, reference, samples, noise_fraction, steps,
+             strict):
     """Saliency maps of a class's strong and weak outputs: a PNG + NPZ per audio file."""
     from sedweak.artifacts import load_model
     from sedweak.inference import audio_files
@@ -247,78 +253,85 @@ def saliency(model, inputs, class_name, method, out_dir, event_frames, reference
         raise click.ClickException("no file could be processed")
     for png, npz in written:
         click.echo(f"{png}\n{npz}")
+    if strict and failed:
+        raise click.ClickException(f"--strict: {len(failed)} of {len(paths)} files skipped")
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--mode", type=click.Choice(["float32", "float16", "dynamic", "int8", "int16x8"]), default="float32",
-              show_default=True, help="float16: float16 weights; dynamic: int8 weights, dynamic-range activations; "
-                                      "int8: full-integer, a staged (default) or --streaming file; int16x8: "
-                                      "int16 activations, --streaming only. Both need --calibration.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="TFLite file (sidecar OUT.json beside it).")
-@click.option("--waveform-input", is_flag=True, help="Input (1, clip_samples) with the log-mel front end in the graph.")
-@click.option("--check", is_flag=True, help="List the ops and compare with the Keras model on 3 test clips.")
-@click.option("--streaming", is_flag=True, help="Export the chunk step: feature chunk + GRU states -> outputs + states.")
-@click.option("--chunk-frames", type=int, default=20, show_default=True,
-              help="Feature frames per streaming step (a multiple of the time pooling).")
-@click.option("--calibration", type=click.Path(exists=True),
-              help="int8 calibration: a run's config.yaml (its training features) or a folder of audio files.")
-@click.option("--full-integer", is_flag=True, help="int8 inputs / outputs too (scale and zero point in the sidecar).")
-@click.option("--lookahead-frames", type=int, default=0, show_default=True,
-              help="Streaming: frames past each chunk a bidirectional GRU's backward direction reads (adds latency).")
+@click.argument("model", type=click.Path(exists=True))
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="TFLite file (sidecar OUT.json beside it); default: RUN_DIR/model.tflite for a run folder.")
+@click.option("--mode", type=click.Choice(EXPORT_MODES), default=None,
+              help="float16: float16 weights; dynamic: int8 weights, dynamic-range activations; int8: "
+                   "full-integer (staged unless --streaming; calibrated); int16x8: int16 activations, "
+                   "--streaming only.  [recipe export.mode, else float32]")
 @click.option("--staged", is_flag=True,
-              help="Whole clip as loop-free stages (conv, GRU chunks, head): exact for bidirectional models; "
-                   "implied by --mode int8 without --streaming.")
-@click.option("--gru-steps", type=int, default=10, show_default=True,
-              help="Staged: model frames per GRU call (more: larger file, fewer calls).")
-def export(model, mode, out, waveform_input, check, streaming, chunk_frames, calibration, full_integer,
-           lookahead_frames, staged, gru_steps):
-    """Convert MODEL.keras to a batch-1 TFLite file with builtin ops only."""
+              help="Whole clip as loop-free stages (conv, GRU chunks, head): exact, the int8 route.  [int8 default]")
+@click.option("--streaming", is_flag=True, help="The chunk step: feature chunk + GRU states -> outputs + states.")
+@click.option("--whole-clip", is_flag=True, help="One signature, the GRU as a WHILE loop (float modes).  [float default]")
+@click.option("--waveform-input/--logmel-input", default=None,
+              help="Input (1, clip_samples) with the log-mel front end in the graph, kept float32.")
+@click.option("--calibration", help="int8: 'train' (the run's training split) or a folder of audio files "
+                                    "(a run's config.yaml works too).")
+@click.option("--full-integer/--float-io", default=None, help="int8 inputs / outputs too (scale and zero point in the sidecar).")
+@click.option("--gru-steps", type=int, help="Staged: model frames per GRU call (more: larger file, fewer calls).")
+@click.option("--chunk-frames", type=int, help="Streaming: feature frames per step (a multiple of the time pooling).")
+@click.option("--lookahead-frames", type=int,
+              help="Streaming: frames past each chunk a bidirectional GRU's backward direction reads (adds latency).")
+@click.option("--check/--no-check", default=None,
+              help="Compare with the Keras model on the check inputs within the mode's tolerance (a smoke run "
+                   "on silence, extremes and real clips always happens).  [recipe export.check, else on]")
+def export(model, out, mode, staged, streaming, whole_clip, waveform_input, calibration, full_integer, gru_steps, chunk_frames,
+           lookahead_frames, check):
+    """Convert MODEL (a .keras file, or a run folder: its model.keras and the export section of its
+    config.yaml) to a batch-1 TFLite file with builtin ops only, checked before it is written."""
+    import dataclasses
+
     from sedweak.artifacts import load_model
-    from sedweak.export import ExportError, check_tflite, export_tflite
+    from sedweak.config import ExportConfig
+    from sedweak.export import ExportError, export_model
 
     try:
-        keras_model, info = load_model(model)
-        staged = staged or (mode == "int8" and not streaming)
-        if streaming and staged:
-            raise ValueError("--streaming and --staged are two different exports: choose one")
-        if staged:
-            from sedweak.export_staged import export_staged
-            from sedweak.export_streaming import (
-                calibration_logmels,
-                calibration_waveforms,
-            )
-
-            clips = None
-            if calibration:
-                clips = (calibration_waveforms if waveform_input else calibration_logmels)(calibration, info)
-            path = export_staged(keras_model, info, out, mode, gru_steps, clips, full_integer, str(model),
-                                 waveform_input)
-        elif streaming:
-            from sedweak.export_streaming import calibration_logmels, export_streaming
-
-            if waveform_input:
-                raise ValueError("--streaming takes log-mel frames (the runtime's streaming front end makes them)")
-            clips = calibration_logmels(calibration, info) if calibration else None
-            path = export_streaming(keras_model, info, out, chunk_frames, mode, clips, full_integer, str(model),
-                                    lookahead_frames)
-        else:
-            if full_integer or calibration:
-                raise ValueError("--full-integer / --calibration apply to int8 / int16x8 exports")
-            path = export_tflite(keras_model, info, out, mode, waveform_input, source=str(model))
-        report = check_tflite(path, keras_model, info, clips=3 if check and not streaming else 0)
+        graphs = [name for name, on in (("staged", staged), ("streaming", streaming), ("whole_clip", whole_clip)) if on]
+        if len(graphs) > 1:
+            raise ValueError(f"--{' and --'.join(g.replace('_', '-') for g in graphs)} are different exports: choose one")
+        graph = graphs[0] if graphs else None
+        model_path, run_config, settings = _export_source(Path(model))
+        flags = {"mode": mode, "graph": graph, "waveform_input": waveform_input, "calibration": calibration,
+                 "full_integer": full_integer, "gru_steps": gru_steps, "chunk_frames": chunk_frames,
+                 "lookahead_frames": lookahead_frames, "check": check}
+        settings = ExportConfig(**{**dataclasses.asdict(settings), **{k: v for k, v in flags.items() if v is not None}})
+        if settings.calibration.endswith((".yaml", ".yml")):
+            run_config, settings = Path(settings.calibration), dataclasses.replace(settings, calibration="train")
+        out = Path(out) if out else model_path.with_suffix(".tflite")
+        keras_model, info = load_model(model_path)
+        path, report = export_model(keras_model, info, out, settings, run_config, source=str(model_path))
     except USER_ERRORS + (ExportError,) as err:
         _fail(err)
-    kind = "waveform" if waveform_input else "log-mel"
-    kind = (f"streaming {chunk_frames}-frame chunk" if streaming
-            else f"staged ({gru_steps} GRU steps per call) {kind}" if staged else kind)
-    click.echo(f"{path}: {report.size_bytes / 1e3:.1f} kB, {mode}{' full-integer' if full_integer else ''}, "
-               f"{kind} input, builtin ops only")
-    if check:
-        click.echo("ops: " + ", ".join(f"{name} x{n}" for name, n in report.ops.items()))
-        if report.max_abs_diff:
-            click.echo("max |tflite - keras| over 3 clips: "
-                       + ", ".join(f"{k} {v:.2e}" for k, v in report.max_abs_diff.items()))
+    click.echo(f"{path}: {report.size_bytes / 1e3:.1f} kB, {settings.mode}"
+               f"{' full-integer' if settings.full_integer else ''}, {settings.resolved_graph.replace('_', '-')}"
+               f"{f' ({settings.gru_steps} GRU steps per call)' if settings.resolved_graph == 'staged' else ''}"
+               f"{f' ({settings.chunk_frames}-frame chunks)' if settings.resolved_graph == 'streaming' else ''}, "
+               f"{'waveform' if settings.waveform_input else 'log-mel'} input, builtin ops only")
+    click.echo("ops: " + ", ".join(f"{name} x{n}" for name, n in report.ops.items()))
+    click.echo(f"ran on {len(report.inputs)} check inputs (silence, -80 dBFS and clipped noise, 0.3 s, 65 s, "
+               f"{len(report.inputs) - 5} sound-bank clips) without a crash")
+    if report.max_abs_diff:
+        click.echo("max |tflite - keras|: " + ", ".join(f"{k} {v:.2e}" for k, v in report.max_abs_diff.items())
+                   + f" (tolerance {report.tolerance:g})")
+
+
+def _export_source(path: Path):
+    """A .keras file or a run folder -> (model path, the run's config.yaml or None, export settings)."""
+    from sedweak.config import ExportConfig, load_config
+
+    model_path = path / "model.keras" if path.is_dir() else path
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{path}: no model.keras in this run folder")
+    run_config = model_path.parent / "config.yaml"
+    if not run_config.is_file():
+        return model_path, None, ExportConfig()
+    return model_path, run_config, load_config(run_config).export if path.is_dir() else ExportConfig()
 
 
 if __name__ == "__main__":  # pragma: no cover

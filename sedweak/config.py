@@ -279,6 +279,46 @@ class CacheConfig:
         _check(self.flush_every_clips > 0, "cache.flush_every_clips must be > 0")
 
 
+# Allowed values with one home (the CLI and sedweak.export import them from here).
+EXPORT_MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
+EXPORT_GRAPHS = ("auto", "whole_clip", "staged", "streaming")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How ``sedweak export RUN_DIR`` turns the run's model into a .tflite file
+    (CLI flags override each key; export/README.md explains the graphs)."""
+
+    mode: str = "float32"  # float32 | float16 | dynamic | int8 | int16x8 (streaming only)
+    graph: str = "auto"  # auto (staged for int8, else whole_clip) | whole_clip | staged | streaming
+    calibration: str = "train"  # int8: "train" (the run's training split, never eval) or an audio folder
+    calibration_clips: int = 64  # at most this many clips, spread evenly
+    gru_steps: int = 10  # staged: model frames per GRU call (more: larger file, fewer calls)
+    chunk_frames: int = 20  # streaming: feature frames per step (a multiple of the time pooling)
+    lookahead_frames: int = 0  # streaming, bidirectional: frames past each chunk the backward GRU reads
+    full_integer: bool = False  # int8 inputs and outputs too
+    waveform_input: bool = False  # the log-mel front end inside the graph (kept float32)
+    check: bool = True  # compare with the Keras model on the check inputs (a smoke run always happens)
+
+    def __post_init__(self) -> None:
+        _check(self.mode in EXPORT_MODES, f"export.mode must be one of {EXPORT_MODES}, got {self.mode!r}")
+        _check(self.graph in EXPORT_GRAPHS, f"export.graph must be one of {EXPORT_GRAPHS}, got {self.graph!r}")
+        _check(self.calibration_clips > 0, "export.calibration_clips must be > 0")
+        _check(self.gru_steps > 0, "export.gru_steps must be > 0")
+        _check(self.chunk_frames > 0, "export.chunk_frames must be > 0")
+        _check(self.lookahead_frames >= 0, "export.lookahead_frames must be >= 0")
+        _check(not self.full_integer or self.mode == "int8", "export.full_integer needs export.mode int8")
+        _check(not (self.waveform_input and self.full_integer),
+               "export.waveform_input keeps the front end float: not with export.full_integer")
+
+    @property
+    def resolved_graph(self) -> str:
+        """``auto`` -> ``staged`` for int8 (the int8 route), else ``whole_clip``."""
+        if self.graph != "auto":
+            return self.graph
+        return "staged" if self.mode == "int8" else "whole_clip"
+
+
 @dataclass(frozen=True)
 class Config:
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -290,6 +330,7 @@ class Config:
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 def _check(condition: bool, message: str) -> None:

@@ -71,7 +71,8 @@ def predict_files(model, info: ModelInfo, paths: Sequence[str | Path], progress:
     """Run the model over audio files of any length.
 
     Returns (events by file name, frame probabilities by file name, failures as
-    (path, reason)) -- a bad file is reported, not fatal.
+    (path, reason)) -- a bad file (unreadable audio, or any error while running the
+    model on it) is reported, not fatal.
     """
     from sedweak.features import logmel_librosa
 
@@ -85,10 +86,13 @@ def predict_files(model, info: ModelInfo, paths: Sequence[str | Path], progress:
         path = Path(path)
         try:
             waveform = load_audio(path, info.features.sample_rate_hz)
+            track = predict_logmel(model, logmel_librosa(waveform, info.features), info)
         except AudioError as err:
             failed.append((str(path), str(err)))
             continue
-        track = predict_logmel(model, logmel_librosa(waveform, info.features), info)
+        except Exception as err:  # one clip never ends a batch: reported, the rest go on
+            failed.append((str(path), f"{type(err).__name__}: {err}"))
+            continue
         probs[path.name] = track
         events[path.name] = probabilities_to_events(track, info.classes, info.model_frames_per_second,
                                                     path.name, info.postprocess)

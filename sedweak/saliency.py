@@ -348,9 +348,10 @@ def saliency_for_files(model, info, paths: Sequence[str | Path], class_name: str
     for path in map(Path, paths):
         try:
             result = saliency_for_file(model, info, path, class_name, method, event_frames, options)
+            ref = None if reference is None else [e for e in reference.get(path.name, []) if e.label == class_name]
+            written.append(save_saliency(out_dir, result, info, ref))
         except AudioError as err:
             failed.append((str(path), str(err)))
-            continue
-        ref = None if reference is None else [e for e in reference.get(path.name, []) if e.label == class_name]
-        written.append(save_saliency(out_dir, result, info, ref))
+        except Exception as err:  # one clip never ends a batch: reported, the rest go on
+            failed.append((str(path), f"{type(err).__name__}: {err}"))
     return written, failed

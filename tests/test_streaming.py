@@ -1,4 +1,4 @@
-"""Plain-op GRU, chunked / streaming CRNN (sedweak.models.streaming) and the streaming export.
+"""Plain-op GRU, chunked / streaming CRNN (sedweak.export.gru, sedweak.export.graph) and the streaming export.
 
 Measured on the tiny random CRNNs below: plain-op GRU vs keras.layers.GRU 3e-7; chunked
 offline vs Keras 9e-8; forward-only streaming vs offline 1.2e-7 (Keras) / 1e-6 (TFLite
@@ -9,8 +9,6 @@ state restarts at every chunk), which is why only forward-only models stream exa
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +17,14 @@ import pytest
 from sedweak.artifacts import ModelInfo
 from sedweak.config import FeatureConfig, PostprocessConfig
 
-RUNTIME_PATH = Path(__file__).resolve().parents[1] / "export" / "sedweak_runtime.py"
+# the runtime package folder (runpy runs its __main__ as a device would, without installing)
+RUNTIME_PATH = Path(__file__).resolve().parents[1] / "export" / "sedweak_runtime"
 
 
 def _runtime():
-    spec = importlib.util.spec_from_file_location("sedweak_runtime", RUNTIME_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("sedweak_runtime", module)
-    spec.loader.exec_module(module)
-    return module
+    import sedweak_runtime
+
+    return sedweak_runtime
 
 
 def _randomize(model, seed: int = 0):
@@ -46,7 +43,7 @@ def _randomize(model, seed: int = 0):
 def _tiny(bidirectional: bool):
     from sedweak.models.crnn import build_crnn
     from sedweak.models.presets import get_preset
-    from sedweak.models.streaming import forward_crnn
+    from sedweak.models.crnn import forward_crnn
 
     config = dataclasses.replace(get_preset("fast"), conv_filters=(4, 4, 4), rnn_units=(6, 5))
     model = build_crnn(config, 3) if bidirectional else forward_crnn(config, 3)
@@ -61,7 +58,7 @@ def _features(frames: int, seed: int = 1) -> np.ndarray:
 def test_plain_op_gru_equals_keras_gru(go_backwards):
     import keras
 
-    from sedweak.models.streaming import chunked_gru, gru_weights
+    from sedweak.export.gru import chunked_gru, gru_weights
 
     gru = keras.layers.GRU(8, return_sequences=True, go_backwards=go_backwards)
     x = np.random.default_rng(0).normal(size=(2, 23, 5)).astype(np.float32)
@@ -78,7 +75,7 @@ def test_plain_op_gru_equals_keras_gru(go_backwards):
 def test_gru_weights_refuses_reset_before():
     import keras
 
-    from sedweak.models.streaming import gru_weights
+    from sedweak.export.gru import gru_weights
 
     gru = keras.layers.GRU(4, reset_after=False)
     gru.build((1, 3, 2))
@@ -88,7 +85,7 @@ def test_gru_weights_refuses_reset_before():
 
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_chunked_offline_equals_the_keras_model(bidirectional):
-    from sedweak.models.streaming import offline_strong
+    from sedweak.export.graph import offline_strong
 
     model, _ = _tiny(bidirectional)
     logmel = _features(203)[np.newaxis]           # not a multiple of the pooling
@@ -97,7 +94,7 @@ def test_chunked_offline_equals_the_keras_model(bidirectional):
 
 
 def test_streaming_is_exact_for_forward_models_only():
-    from sedweak.models.streaming import context_frames, stream_logmel
+    from sedweak.export.graph import context_frames, stream_logmel
 
     logmel = _features(203)
     model, _ = _tiny(bidirectional=False)
@@ -114,7 +111,7 @@ def test_streaming_is_exact_for_forward_models_only():
 
 
 def test_backward_lookahead_closes_the_gap_of_bidirectional_streaming():
-    from sedweak.models.streaming import stream_logmel
+    from sedweak.export.graph import stream_logmel
 
     logmel = _features(203)
     model, _ = _tiny(bidirectional=True)
@@ -139,7 +136,7 @@ def test_streaming_front_end_equals_the_offline_one():
 
 def test_streaming_export_runs_on_device_as_offline(tmp_path):
     from sedweak.export import tflite_ops
-    from sedweak.export_streaming import export_streaming
+    from sedweak.export.streaming import export_streaming
     from sedweak.features import logmel_librosa
 
     model, info = _tiny(bidirectional=False)
@@ -159,7 +156,7 @@ def test_streaming_export_runs_on_device_as_offline(tmp_path):
 @pytest.mark.parametrize("full_integer", [False, True])
 def test_streaming_int8_is_builtin_and_close(tmp_path, full_integer):
     from sedweak.export import tflite_ops
-    from sedweak.export_streaming import export_streaming
+    from sedweak.export.streaming import export_streaming
 
     model, info = _tiny(bidirectional=False)
     path = export_streaming(model, info, tmp_path / "q.tflite", 20, "int8",
@@ -179,7 +176,7 @@ def test_streaming_int8_is_builtin_and_close(tmp_path, full_integer):
 
 def test_int8_needs_calibration_and_the_while_graph_refuses_int8(tmp_path):
     from sedweak.export import export_tflite
-    from sedweak.export_streaming import export_streaming
+    from sedweak.export.streaming import export_streaming
 
     model, info = _tiny(bidirectional=False)
     for mode in ("int8", "int16x8"):
@@ -214,15 +211,15 @@ def test_cli_streaming_int8_export(tmp_path):
     result = CliRunner().invoke(main, ["export", str(model_path), "--streaming", "--mode", "int8", "--full-integer",
                                        "--calibration", str(audio), "--out", str(out), "--check"])
     assert result.exit_code == 0, result.output
-    assert "int8 full-integer, streaming 20-frame chunk input" in result.output and "FULLY_CONNECTED" in result.output
+    assert "int8 full-integer, streaming (20-frame chunks)" in result.output and "FULLY_CONNECTED" in result.output
     assert _runtime().json.loads((tmp_path / "s8.tflite.json").read_text())["streaming"]["exact"] is True
     bad = CliRunner().invoke(main, ["export", str(model_path), "--mode", "int8", "--out", str(tmp_path / "x.tflite")])
-    assert bad.exit_code != 0 and "needs calibration clips (--calibration)" in bad.output
+    assert bad.exit_code != 0 and "pass --calibration AUDIO_DIR" in bad.output
 
 
 def test_bidirectional_streaming_export_with_lookahead_matches_keras_stream(tmp_path):
-    from sedweak.export_streaming import export_streaming
-    from sedweak.models.streaming import stream_logmel
+    from sedweak.export.streaming import export_streaming
+    from sedweak.export.graph import stream_logmel
 
     model, info = _tiny(bidirectional=True)
     path = export_streaming(model, info, tmp_path / "bi.tflite", 20, lookahead=40)
@@ -234,7 +231,7 @@ def test_bidirectional_streaming_export_with_lookahead_matches_keras_stream(tmp_
 
 
 def test_streaming_int16x8_is_closer_to_float_than_int8(tmp_path):
-    from sedweak.export_streaming import export_streaming
+    from sedweak.export.streaming import export_streaming
 
     model, info = _tiny(bidirectional=False)
     calibration = [_features(200, seed) for seed in range(3)]
@@ -249,8 +246,8 @@ def test_streaming_int16x8_is_closer_to_float_than_int8(tmp_path):
 
 def test_bidirectional_int8_stream_has_no_reverse_and_stays_close(tmp_path):
     from sedweak.export import requantizing_copies, tflite_ops
-    from sedweak.export_streaming import export_streaming
-    from sedweak.models.streaming import stream_logmel
+    from sedweak.export.streaming import export_streaming
+    from sedweak.export.graph import stream_logmel
 
     model, info = _tiny(bidirectional=True)
     path = export_streaming(model, info, tmp_path / "bi8.tflite", 20, "int8",

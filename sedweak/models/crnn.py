@@ -8,6 +8,8 @@ Input: log-mel (batch, frames, n_mels). Outputs, a dict with fixed keys:
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 from keras import layers
 
@@ -52,3 +54,8 @@ def build_crnn(config: ModelConfig, num_classes: int, n_mels: int = 64,
     embedding = layers.Dense(config.embedding_dim, name="embedding_dense")(MeanOverTime(name="mean_time")(x))
     embedding = L2Normalize(name="embedding")(embedding)                                 # (B, E)
     return keras.Model(logmel, {"strong": strong, "weak": weak, "embedding": embedding}, name=name)
+
+
+def forward_crnn(config, num_classes: int, n_mels: int = 64, name: str = "forward_crnn"):
+    """A CRNN whose recurrences are forward GRUs: a model that streams exactly."""
+    return build_crnn(dataclasses.replace(config, rnn_bidirectional=False), num_classes, n_mels, name=name)

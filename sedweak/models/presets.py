@@ -47,6 +47,13 @@ PRESETS: dict[str, ModelConfig] = {
 PRESETS["adavanne_edge"] = dataclasses.replace(PRESETS["adavanne"], preset="adavanne_edge", conv_pool_time=(2, 2, 1))
 
 
+# Within DCASE's low-complexity budget (<= 128 KB of int8 parameters, <= 30 MMAC per second
+# of audio): adavanne_edge's pooling and head with 16/32/64-filter convs and one BiGRU(64):
+# ~100 K weights, ~8 MMAC/s (bench/bench_edge.py measures both and the F1 it costs).
+PRESETS["edge_lc"] = dataclasses.replace(PRESETS["adavanne_edge"], preset="edge_lc", conv_filters=(16, 32, 64),
+                                         rnn_units=(64,))
+
+
 def get_preset(name: str) -> ModelConfig:
     if name not in PRESETS:
         raise ConfigError(f"model.preset: unknown preset {name!r}; choose from {sorted(PRESETS)}")

@@ -1,6 +1,6 @@
 """Streaming TFLite export: one chunk of feature frames + recurrent states -> chunk outputs + states.
 
-The graph is :func:`sedweak.models.streaming.stream_chunk` (plain-op GRU, no WHILE),
+The graph is :func:`sedweak.export.graph.stream_chunk` (plain-op GRU, no WHILE),
 so it converts in float32 / float16 / dynamic and, being loop-free, in full-integer
 ``int8`` (calibrated on windows of real log-mel clips streamed through the float
 model, so the states seen in calibration are the states seen at run time).
@@ -19,14 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from sedweak.artifacts import ModelInfo
-from sedweak.export import (
-    SIGNATURE_KEY,
-    convert_saved_model,
-    evenly_spaced,
-    io_quantization,
-    sidecar_json,
-    sidecar_path,
-)
+from sedweak.export.calibration import evenly_spaced
+from sedweak.export.convert import convert_saved_model, io_quantization
+from sedweak.export.graph import context_frames, recurrent_layers, state_units, stream_chunk, stream_logmel, time_pooling
+from sedweak.export.sidecar import SIGNATURE_KEY, sidecar_json, sidecar_path
 from sedweak.io_utils import atomic_write_bytes, atomic_write_json
 
 STREAMING_MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
@@ -34,8 +30,6 @@ STREAMING_MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 
 def _specs(model, info: ModelInfo, chunk_frames: int, lookahead: int):
     import tensorflow as tf
-
-    from sedweak.models.streaming import context_frames, state_units
 
     window = chunk_frames + lookahead + 2 * context_frames(model)
     return ([tf.TensorSpec((1, window, info.features.n_mels), tf.float32, name="logmel"),
@@ -45,8 +39,6 @@ def _specs(model, info: ModelInfo, chunk_frames: int, lookahead: int):
 
 def step_function(model, chunk_frames: int, lookahead: int = 0):
     """(logmel, mask, *states) -> {"strong", "state_i"}: the streaming step as a plain function."""
-    from sedweak.models.streaming import context_frames, stream_chunk, time_pooling
-
     pool = time_pooling(model)
     if chunk_frames <= 0 or chunk_frames % pool or lookahead < 0 or lookahead % pool:
         raise ValueError(f"chunk_frames {chunk_frames} (> 0) and lookahead {lookahead} (>= 0) must be "
@@ -65,8 +57,6 @@ def calibration_windows(model, logmels, chunk_frames: int, lookahead: int = 0, m
     through the float step; spread evenly over the clips, at most ``max_windows``."""
     import tensorflow as tf
 
-    from sedweak.models.streaming import stream_logmel
-
     step = tf.function(step_function(model, chunk_frames, lookahead), autograph=False)  # static Python loops only
     seen: list[dict] = []
 
@@ -83,8 +73,6 @@ def calibration_windows(model, logmels, chunk_frames: int, lookahead: int = 0, m
 def streaming_sidecar(model, info: ModelInfo, mode: str, chunk_frames: int, lookahead: int, flatbuffer: bytes,
                       source: str) -> dict:
     """The offline sidecar plus a ``streaming`` section and per-tensor int8 parameters."""
-    from sedweak.models.streaming import context_frames, recurrent_layers, state_units
-
     meta = sidecar_json(info, mode, False, source)
     context = context_frames(model)
     bidirectional = any(hasattr(layer, "backward_layer") for layer in recurrent_layers(model))
@@ -132,47 +120,3 @@ def export_streaming(model, info: ModelInfo, out: str | Path, chunk_frames: int 
     atomic_write_json(sidecar_path(out),
                       streaming_sidecar(model, info, mode, chunk_frames, lookahead, flatbuffer, source))
     return out
-
-
-def calibration_logmels(source: str | Path, info: ModelInfo, max_clips: int = 64) -> list[np.ndarray]:
-    """Log-mel clips ((T, n_mels) each) to calibrate int8 on, from ``source``:
-
-    * a run's ``config.yaml``: its training split through :func:`sedweak.data_prep.prepare_data`
-      (the run's feature cache is reused when it exists);
-    * a folder of audio files at the model's rate: :func:`sedweak.features.logmel_librosa`.
-    Clips are taken evenly over the sorted list, at most ``max_clips``.
-    """
-    from sedweak.features import logmel_librosa
-
-    source = Path(source)
-    if source.suffix in (".yaml", ".yml") and source.is_file():
-        features = _training_data(source).features["train"]
-        keep = evenly_spaced(len(features.filenames), max_clips)
-        return [np.asarray(features.features[int(i)], np.float32) for i in keep]
-    return [logmel_librosa(w, info.features) for w in calibration_waveforms(source, info, max_clips)]
-
-
-def calibration_waveforms(source: str | Path, info: ModelInfo, max_clips: int = 64) -> list[np.ndarray]:
-    """Mono waveforms at the model's rate to calibrate a waveform-input int8 file on: a run's
-    ``config.yaml`` (the audio of its training split) or a folder of audio files."""
-    from sedweak.audio import load_audio
-    from sedweak.inference import audio_files
-
-    source = Path(source)
-    if source.suffix in (".yaml", ".yml") and source.is_file():
-        paths = list(_training_data(source).clips["train"].audio_paths)
-    elif source.is_dir():
-        paths = audio_files([source])
-    else:
-        raise FileNotFoundError(f"{source}: --calibration takes a run's config.yaml or a folder of audio files")
-    if not paths:
-        raise FileNotFoundError(f"{source}: no audio files to calibrate on")
-    return [load_audio(paths[i], info.features.sample_rate_hz) for i in evenly_spaced(len(paths), max_clips)]
-
-
-def _training_data(config_path: Path):
-    from sedweak.config import load_config
-    from sedweak.data_prep import prepare_data
-
-    return prepare_data(load_config(config_path), config_path.parent, splits=("train",), progress=False)
-

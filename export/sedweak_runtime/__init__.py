@@ -1,0 +1,34 @@
+"""sedweak on a device: a .tflite CRNN + its sidecar -> sound events. numpy, soundfile, ai-edge-litert only.
+
+No TensorFlow, Keras, librosa or scipy (nor sedweak itself): the log-mel front end, the
+median filter and the event decoding are re-implemented here in numpy, to the same spec as
+``sedweak.features`` / ``sedweak.postprocessing`` / ``sedweak.inference`` (tests compare
+them). ``MODEL.tflite.json`` (written by ``sedweak export``) must sit next to the model.
+
+    pip install ./export            # or the main sedweak distribution, which ships it too
+    sedweak-detect MODEL.tflite AUDIO.wav FOLDER/ --out events.tsv
+
+Modules: ``frontend`` (numpy log-mel), ``events`` (post-processing, TSV), ``models``
+(tensor conversion, streaming step, staged model), ``detector`` (audio -> events),
+``sidecar`` (formats, reading), ``cli`` (``sedweak-detect``).
+"""
+
+from __future__ import annotations
+
+import json  # noqa: F401  (kept as an attribute: older callers used ``sedweak_runtime.json``)
+
+from .cli import main
+from .detector import Detector, read_audio, window_starts
+from .events import STRONG_HEADER, Event, median_filter, odd_window_frames, probabilities_to_events, strong_tsv_text
+from .frontend import StreamingLogMel, frames_to_logmel, logmel, mel_matrix
+from .models import StagedModel, StreamingModel, from_model, to_model
+from .sidecar import SIDECAR_FORMAT, STAGED_FORMAT, read_sidecar, sidecar_path
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Detector", "Event", "SIDECAR_FORMAT", "STAGED_FORMAT", "STRONG_HEADER", "StagedModel", "StreamingLogMel",
+    "StreamingModel", "frames_to_logmel", "from_model", "logmel", "main", "median_filter", "mel_matrix",
+    "odd_window_frames", "probabilities_to_events", "read_audio", "read_sidecar", "sidecar_path",
+    "strong_tsv_text", "to_model", "window_starts",
+]

@@ -1,0 +1,182 @@
+"""``sedweak-detect``: sound events in audio files and folders -> one DESED strong TSV.
+
+    sedweak-detect MODEL.tflite INPUT [INPUT ...] --out EVENTS.tsv [--threads N] [--stream] [--strict] [--quiet]
+
+Exit status: 0 when at least one file was processed (1 with ``--strict`` if any was
+skipped), 1 when none was, 2 for a bad model / sidecar or bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .detector import Detector
+from .events import Event, strong_tsv_text
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au")
+PROGRESS_MIN_FILES = 10   # a progress line on stderr for more files than this
+
+
+class UsageError(Exception):
+    """A problem with the command line itself (exit status 2)."""
+
+
+def _folder_audio(folder: Path) -> list[Path]:
+    """Audio files under ``folder`` (recursive; hidden files and folders left out), sorted."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / f for f in files
+                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in AUDIO_EXTENSIONS]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def audio_inputs(inputs: list[str]) -> tuple[list[tuple[str, Path]], list[str]]:
+    """Command-line inputs -> ([(key, path)] in order, [missing inputs]).
+
+    A file's key is its name; a folder's files are keyed by their path relative to the
+    folder (``a/clip.wav``). Two files with the same key raise :class:`UsageError`."""
+    items, missing, owner = [], [], {}
+    for text in inputs:
+        root = Path(text)
+        if root.is_dir():
+            found = [(p.relative_to(root).as_posix(), p) for p in _folder_audio(root)]
+            if not found:
+                print(f"warning: no audio files ({' '.join(AUDIO_EXTENSIONS)}) in {root}", file=sys.stderr)
+        elif root.exists():
+            found = [(root.name, root)]
+        else:
+            missing.append(text)
+            continue
+        for key, path in found:
+            if key in owner:
+                raise UsageError(f"{owner[key]} and {path} would both be reported as {key!r}: "
+                                 "give their folders, or rename one")
+            owner[key] = path
+            items.append((key, path))
+    return items, missing
+
+
+def _reason(err: Exception, path: Path) -> str:
+    """One line: the error without its leading file name; its type too unless a ValueError or OSError."""
+    text = " ".join(str(err).split())
+    if text.startswith(f"{path}: "):
+        text = text[len(f"{path}: "):]
+    if not isinstance(err, (ValueError, OSError)):
+        text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return text or "error"
+
+
+def write_tsv(events: dict[str, list[Event]], out: Path) -> None:
+    """The strong TSV, written to a temporary file beside ``out`` then renamed over it."""
+    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8", newline="\n") as f:
+            f.write(strong_tsv_text(events))
+        os.replace(temporary, out)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+class _Progress:
+    """``\\r[i/n] name`` on stderr, redrawn in place."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self.width = total, enabled, 0
+
+    def show(self, index: int, name: str) -> None:
+        if self.enabled:
+            text = f"[{index}/{self.total}] {name}"
+            sys.stderr.write("\r" + text.ljust(self.width))
+            sys.stderr.flush()
+            self.width = len(text)
+
+    def clear(self) -> None:
+        if self.enabled and self.width:
+            sys.stderr.write("\r" + " " * self.width + "\r")
+            self.width = 0
+
+    def end(self) -> None:
+        if self.enabled and self.width:
+            sys.stderr.write("\n")
+            self.width = 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sedweak-detect",
+        description="Sound events in audio files with a sedweak .tflite model: writes a DESED strong TSV. "
+                    "numpy, soundfile and ai-edge-litert only.")
+    parser.add_argument("model", help="MODEL.tflite (written by `sedweak export`; MODEL.tflite.json next to it)")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="audio files, or folders searched recursively for "
+                             f"{' '.join(AUDIO_EXTENSIONS)} files; at the model's sample rate")
+    parser.add_argument("--out", required=True, help="events TSV to write (DESED strong format)")
+    parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    parser.add_argument("--stream", action="store_true",
+                        help="feed each file in 0.1 s pieces through the streaming step, as a microphone "
+                             "would (needs a `sedweak export --streaming` model)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if any file was skipped")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Detect events in audio files and folders, write one strong TSV; bad files are skipped and
+    reported on stderr. Returns the exit status (0, 1 or 2: see the module docstring)."""
+    args = _parser().parse_args(argv)
+    out = Path(args.out)
+    try:
+        if args.threads < 1:
+            raise UsageError(f"--threads {args.threads}: need at least 1")
+        if not out.parent.is_dir() or out.is_dir():
+            raise UsageError(f"--out {out}: " + ("is a folder" if out.is_dir() else f"no folder {out.parent}"))
+        items, missing = audio_inputs(args.inputs)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        detector = Detector(args.model, args.threads)
+    except Exception as err:  # missing files, a bad sidecar, a file the interpreter refuses
+        print(f"error: {args.model}: {_reason(err, Path(args.model))}", file=sys.stderr)
+        return 2
+    if args.stream and detector.streaming is None:
+        print(f"error: {args.model}: --stream needs a model exported with `sedweak export --streaming`",
+              file=sys.stderr)
+        return 2
+
+    for text in missing:
+        print(f"skipped {text}: no such file or folder", file=sys.stderr)
+    skipped = len(missing)
+    events: dict[str, list[Event]] = {}
+    progress = _Progress(len(items), not args.quiet and len(items) > PROGRESS_MIN_FILES)
+    for index, (key, path) in enumerate(items, 1):
+        progress.show(index, key)
+        try:
+            events[key] = detector.detect_file(path, name=key, stream=args.stream)
+        except Exception as err:  # one bad clip never ends the batch (interpreter RuntimeErrors included)
+            progress.clear()
+            print(f"skipped {path}: {_reason(err, path)}", file=sys.stderr)
+            skipped += 1
+    progress.end()
+
+    if not events:
+        print("error: no file could be processed" if items or missing else "error: no audio files found",
+              file=sys.stderr)
+        return 1
+    try:
+        write_tsv(events, out)
+    except OSError as err:
+        print(f"error: cannot write {out}: {err}", file=sys.stderr)
+        return 2
+    note = f" ({skipped} skipped)" if skipped else ""
+    print(f"{sum(map(len, events.values()))} events in {len(events)} files -> {out}{note}")
+    return 1 if args.strict and skipped else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""TFLite export of a trained CRNN (the library side; the device side is ``sedweak_runtime``).
+
+One module per concern:
+
+==================  =============================================================
+``whole_clip``      one ``serve`` signature, the GRU as a WHILE loop (float modes)
+``staged``          loop-free ``conv`` / ``gru_i`` / ``head`` signatures: exact, the int8 route
+``streaming``       one chunk step with carried states (exact for forward-only models)
+``graph``, ``gru``  the model's pieces as loop-free functions, the plain-op GRU maths
+``calibration``     int8 calibration clips (a run's training split or a folder)
+``convert``         SavedModel -> flatbuffer in a mode, selective quantization, rules
+``flatbuffer``      reading .tflite files: ops, tensor types, buffers, hazards
+``sidecar``         ``MODEL.tflite.json``: all the runtime needs
+``checks``          smoke run on extreme and real inputs, parity with Keras
+==================  =============================================================
+
+:func:`export_model` is what ``sedweak export`` runs: it picks the graph, calibrates,
+converts, and checks the file before it is put in place (a file that crashes on
+silence is refused when it is written, not found on a device).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sedweak.config import EXPORT_MODES, ExportConfig
+from sedweak.export.checks import TOLERANCES, ExportCheck, check_inputs, check_tflite
+from sedweak.export.convert import ExportError, convert_saved_model
+from sedweak.export.flatbuffer import (
+    buffer_sizes,
+    flatbuffer_tensor_types,
+    quantized_ops,
+    requantizing_copies,
+    tflite_ops,
+)
+from sedweak.export.sidecar import SIDECAR_FORMAT, read_sidecar, sidecar_path
+from sedweak.export.staged import export_staged
+from sedweak.export.streaming import export_streaming
+from sedweak.export.whole_clip import export_tflite, run_tflite
+
+__all__ = ["EXPORT_MODES", "SIDECAR_FORMAT", "TOLERANCES", "ExportCheck", "ExportConfig", "ExportError",
+           "buffer_sizes", "check_inputs", "check_tflite", "convert_saved_model", "export_model",
+           "export_staged", "export_streaming", "export_tflite", "flatbuffer_tensor_types", "quantized_ops",
+           "read_sidecar", "requantizing_copies", "run_tflite", "sidecar_path", "tflite_ops"]
+
+
+def export_model(model, info, out: str | Path, settings: ExportConfig, run_config: str | Path | None = None,
+                 source: str = "", bank_clips: int = 20) -> tuple[Path, ExportCheck]:
+    """Convert ``model`` as ``settings`` say, check the file, then write ``out`` and its sidecar.
+
+    ``run_config``: the run's ``config.yaml``, where ``settings.calibration == "train"``
+    finds its training split. The file is written under a temporary name, smoke-run on
+    :func:`check_inputs` (and compared with ``model`` when ``settings.check``), and only
+    then renamed to ``out``: a refused file leaves nothing behind.
+
+    Raises:
+        ExportError: the conversion failed or the file failed a check.
+        ValueError: settings that do not go together.
+    """
+    out = Path(out)
+    graph = settings.resolved_graph
+    if settings.mode in ("int8", "int16x8") and graph == "whole_clip":
+        raise ValueError(f"--mode {settings.mode} needs a loop-free graph: staged (the default for int8) or "
+                         "streaming; the whole-clip GRU is a WHILE loop the int8 calibrator cannot run")
+    if graph != "streaming" and settings.lookahead_frames:
+        raise ValueError("--lookahead-frames applies to --streaming exports")
+    if graph == "streaming" and settings.waveform_input:
+        raise ValueError("--streaming takes log-mel frames (the runtime's streaming front end makes them)")
+    clips = _calibration(settings, info, run_config) if settings.mode in ("int8", "int16x8") else None
+    partial = out.with_name(f".{out.stem}.partial{out.suffix}")
+    try:
+        if graph == "staged":
+            export_staged(model, info, partial, settings.mode, settings.gru_steps, clips, settings.full_integer,
+                          source, settings.waveform_input)
+        elif graph == "streaming":
+            export_streaming(model, info, partial, settings.chunk_frames, settings.mode, clips,
+                             settings.full_integer, source, settings.lookahead_frames)
+        else:
+            if settings.full_integer:
+                raise ValueError("--full-integer applies to int8 exports")
+            export_tflite(model, info, partial, settings.mode, settings.waveform_input, source)
+        report = check_tflite(partial, info, model if settings.check else None, bank_clips)
+        os.replace(sidecar_path(partial), sidecar_path(out))
+        os.replace(partial, out)
+    except ExportError as err:
+        raise ExportError(f"{str(err).replace(str(partial), str(out))}; {out} not written") from None
+    finally:
+        for leftover in (partial, sidecar_path(partial)):
+            leftover.unlink(missing_ok=True)
+    return out, ExportCheck(str(out), report.size_bytes, report.ops, report.max_abs_diff, report.inputs,
+                            report.tolerance)
+
+
+def _calibration(settings: ExportConfig, info, run_config):
+    """Calibration clips for an int8 / int16x8 export: log-mels, or waveforms for a
+    waveform-input file."""
+    from sedweak.export.calibration import calibration_logmels, calibration_waveforms
+
+    if settings.calibration == "train":
+        if run_config is None or not Path(run_config).is_file():
+            raise FileNotFoundError(f"--mode {settings.mode} calibrates on the run's training split, but no run "
+                                    f"config.yaml was found ({run_config}); pass --calibration AUDIO_DIR or a "
+                                    "config.yaml")
+        source = Path(run_config)
+    else:
+        source = Path(settings.calibration)
+    read = calibration_waveforms if settings.waveform_input else calibration_logmels
+    return read(source, info, settings.calibration_clips)
