@@ -206,3 +206,36 @@ def test_buffer_sizes_name_the_largest_constants(tiny_model, tmp_path):
     rows = buffer_sizes(export_tflite(model, info, tmp_path / "m.tflite", "float32"))
     assert rows == sorted(rows, key=lambda r: -r[3]) and all(size > 0 for *_, size in rows)
     assert any("conv" in name for name, *_ in rows)
+
+
+def test_export_of_a_run_folder_uses_its_recipe_export_section(tiny_model, tmp_path):
+    """`sedweak export RUN_DIR` reproduces the run's file from the typed `export:` section of
+    its config.yaml; CLI flags override; the output defaults to RUN_DIR/model.tflite."""
+    import shutil
+
+    import yaml
+    from click.testing import CliRunner
+
+    from sedweak.cli import main
+
+    model_path, _, _ = tiny_model
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.keras", "model.json"):
+        shutil.copy(model_path.parent / name, run / name)
+    config = yaml.safe_load((model_path.parent / "config.yaml").read_text())
+    config["export"] = {"mode": "dynamic", "graph": "staged", "gru_steps": 7, "check": False}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(main, ["export", str(run)])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((run / "model.tflite.json").read_text())
+    assert meta["mode"] == "dynamic" and meta["staged"]["steps"] == 7
+    assert "max |tflite - keras|" not in result.output                     # check: false
+    override = CliRunner().invoke(main, ["export", str(run), "--gru-steps", "5", "--check", "--out", str(tmp_path / "o.tflite")])
+    assert override.exit_code == 0, override.output
+    assert json.loads((tmp_path / "o.tflite.json").read_text())["staged"]["steps"] == 5
+    assert "max |tflite - keras|" in override.output
+    config["export"] = {"mode": "int8", "gru_staps": 3}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    typo = CliRunner().invoke(main, ["export", str(run)])
+    assert typo.exit_code != 0 and "gru_staps" in typo.output               # typed: unknown keys are errors
