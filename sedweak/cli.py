@@ -75,9 +75,11 @@ def evaluate(model, recipe, overrides, split, workdir, json_out):
     from sedweak.data_prep import prepare_data
     from sedweak.evaluate import evaluate_split
     from sedweak.evaluation import markdown_table, per_class_markdown
-    from sedweak.io_utils import atomic_write_json
+    from sedweak.io_utils import atomic_write_json, check_writable
 
     try:
+        if json_out:
+            check_writable(json_out, "--json")
         recipe = recipe or Path(model).parent / "config.yaml"
         config = _config(recipe, overrides)
         keras_model, info = load_model(model)
@@ -97,14 +99,21 @@ def evaluate(model, recipe, overrides, split, workdir, json_out):
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the metrics as JSON.")
 @click.option("--segment-seconds", default=1.0, show_default=True)
 @click.option("--collar-seconds", default=0.2, show_default=True)
-def score(reference, estimated, json_out, segment_seconds, collar_seconds):
+@click.option("--classes", help="Comma-separated class list (default: the reference's labels), e.g. when the "
+                                "reference lacks a class the system may predict, or has no events at all.")
+def score(reference, estimated, json_out, segment_seconds, collar_seconds, classes):
     """Score ESTIMATED against REFERENCE (DESED strong TSVs) with sed_eval."""
     from sedweak.config import EvalConfig
     from sedweak.evaluation import markdown_table, per_class_markdown, score_tsv
-    from sedweak.io_utils import atomic_write_json
+    from sedweak.io_utils import atomic_write_json, check_writable
 
     try:
-        metrics = score_tsv(reference, estimated,
+        if json_out:
+            check_writable(json_out, "--json")
+        class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+        if classes is not None and not class_list:
+            raise ValueError("--classes: give at least one class name")
+        metrics = score_tsv(reference, estimated, classes=class_list,
                             config=EvalConfig(segment_seconds=segment_seconds, t_collar_seconds=collar_seconds))
     except USER_ERRORS as err:
         _fail(err)
@@ -123,15 +132,22 @@ def score(reference, estimated, json_out, segment_seconds, collar_seconds):
 def predict(model, inputs, out, frames, strict):
     """Detect events in audio files or folders of any length."""
     from sedweak.artifacts import load_model
-    from sedweak.inference import audio_files, predict_files, save_frame_probabilities
+    from sedweak.inference import keyed_audio_files, predict_files, save_frame_probabilities
     from sedweak.labels import write_strong_tsv
 
+    from sedweak.io_utils import check_writable
+
     try:
+        check_writable(out)
+        if frames:
+            check_writable(frames, "--frames")
         keras_model, info = load_model(model)
-        paths = audio_files(inputs)
-        if not paths:
+        items = keyed_audio_files(inputs)
+        if not items:
             raise FileNotFoundError(f"no audio files in {list(inputs)}")
-        events, probs, failed = predict_files(keras_model, info, paths, progress=len(paths) > 1)
+        paths = [path for path, _ in items]
+        events, probs, failed = predict_files(keras_model, info, paths, progress=len(paths) > 1,
+                                              keys=[key for _, key in items])
     except USER_ERRORS as err:
         _fail(err)
     for path, why in failed:
@@ -290,6 +306,7 @@ def export(model, out, mode, staged, streaming, whole_clip, waveform_input, cali
     from sedweak.artifacts import load_model
     from sedweak.config import ExportConfig
     from sedweak.export import ExportError, export_model
+    from sedweak.io_utils import check_writable
 
     try:
         graphs = [name for name, on in (("staged", staged), ("streaming", streaming), ("whole_clip", whole_clip)) if on]
@@ -303,7 +320,7 @@ def export(model, out, mode, staged, streaming, whole_clip, waveform_input, cali
         settings = ExportConfig(**{**dataclasses.asdict(settings), **{k: v for k, v in flags.items() if v is not None}})
         if settings.calibration.endswith((".yaml", ".yml")):
             run_config, settings = Path(settings.calibration), dataclasses.replace(settings, calibration="train")
-        out = Path(out) if out else model_path.with_suffix(".tflite")
+        out = check_writable(Path(out) if out else model_path.with_suffix(".tflite"))
         keras_model, info = load_model(model_path)
         path, report = export_model(keras_model, info, out, settings, run_config, source=str(model_path))
     except USER_ERRORS + (ExportError,) as err:

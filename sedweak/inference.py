@@ -66,11 +66,14 @@ def predict_logmel_outputs(model, logmel: np.ndarray, info: ModelInfo, batch_siz
     return probs[:max(1, frames // pool)], weak
 
 
-def predict_files(model, info: ModelInfo, paths: Sequence[str | Path], progress: bool = False
+def predict_files(model, info: ModelInfo, paths: Sequence[str | Path], progress: bool = False,
+                  keys: Sequence[str] | None = None
                   ) -> tuple[dict[str, list[Event]], dict[str, np.ndarray], list[tuple[str, str]]]:
     """Run the model over audio files of any length.
 
-    Returns (events by file name, frame probabilities by file name, failures as
+    ``keys``: the name each file is reported under (default its file name; see
+    :func:`keyed_audio_files` for paths relative to an input folder).
+    Returns (events by key, frame probabilities by key, failures as
     (path, reason)) -- a bad file (unreadable audio, or any error while running the
     model on it) is reported, not fatal.
     """
@@ -82,7 +85,8 @@ def predict_files(model, info: ModelInfo, paths: Sequence[str | Path], progress:
         from tqdm import tqdm
 
         iterator = tqdm(paths, desc="predict", unit="file")
-    for path in iterator:
+    names = list(keys) if keys is not None else [Path(p).name for p in paths]
+    for path, name in zip(iterator, names):
         path = Path(path)
         try:
             waveform = load_audio(path, info.features.sample_rate_hz)
@@ -93,9 +97,9 @@ def predict_files(model, info: ModelInfo, paths: Sequence[str | Path], progress:
         except Exception as err:  # one clip never ends a batch: reported, the rest go on
             failed.append((str(path), f"{type(err).__name__}: {err}"))
             continue
-        probs[path.name] = track
-        events[path.name] = probabilities_to_events(track, info.classes, info.model_frames_per_second,
-                                                    path.name, info.postprocess)
+        probs[name] = track
+        events[name] = probabilities_to_events(track, info.classes, info.model_frames_per_second, name,
+                                               info.postprocess)
     return events, probs, failed
 
 
@@ -126,4 +130,21 @@ def audio_files(inputs: Sequence[str | Path]) -> list[Path]:
             out.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in suffixes))
         else:
             out.append(item)
+    return out
+
+
+def keyed_audio_files(inputs: Sequence[str | Path]) -> list[tuple[Path, str]]:
+    """(path, key) per audio file: a file given directly is keyed by its name, a folder's
+    files by their path relative to the folder (DESED's nested eval folders: ``a/x.wav`` and
+    ``b/x.wav`` stay two files). Two files with one key are a ValueError naming both."""
+    out, owner = [], {}
+    for item in map(Path, inputs):
+        found = ([(p, p.relative_to(item).as_posix()) for p in audio_files([item])] if item.is_dir()
+                 else [(item, item.name)])
+        for path, key in found:
+            if key in owner:
+                raise ValueError(f"{owner[key]} and {path} would both be reported as {key!r}: give their "
+                                 "folders, or rename one")
+            owner[key] = path
+            out.append((path, key))
     return out

@@ -10,12 +10,22 @@ from pathlib import Path
 from typing import Any
 
 
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file under the process umask (e.g. 0o644). ``mkstemp``
+    creates 0o600 files, which other users and containers could not read once renamed."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place (with the
+    umask's normal mode, as a plain ``open()`` would create it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, default_file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -46,3 +56,20 @@ def json_safe(obj: Any) -> Any:
 def atomic_write_json(path: Path, obj: Any) -> Path:
     """Strict JSON (non-finite floats as null), written atomically."""
     return atomic_write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+
+
+def check_writable(path: str | Path, option: str = "--out") -> Path:
+    """Fail now, before any work, if ``path`` could not be written later: a folder in its
+    place, an existing file where a parent folder must go, or a folder we may not write in.
+    Returns ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path}: is a folder, expected a file path")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{option} {path}: {parent} is a file, so no folder can be made there")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"{option} {path}: no permission to write in {parent}")
+    return path

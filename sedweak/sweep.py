@@ -194,7 +194,8 @@ def run_one(spec: RunSpec, data=None, verbose: int = 0) -> dict:
     from sedweak import training
 
     start = time.monotonic()
-    resume = (spec.workdir / "checkpoints" / "state.json").is_file()
+    # an interrupted run (its config.yaml written, with or without checkpoints) is resumed
+    resume = (spec.workdir / "config.yaml").is_file() or (spec.workdir / "checkpoints" / "state.json").is_file()
     try:
         result = training.run(spec.config, spec.workdir, resume=resume, verbose=verbose, data=data)
     except Exception as err:  # noqa: BLE001 - one bad run must not stop the sweep

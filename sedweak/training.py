@@ -164,7 +164,10 @@ def run(config: Config, workdir: str | Path, resume: bool = False, verbose: int 
     if config.train.strategy == "multiworker":
         read_tf_config()
     workdir = Path(workdir)
+    changes = check_workdir(config, workdir, resume)            # refuses before anything is written
     workdir.mkdir(parents=True, exist_ok=True)
+    if changes:
+        _record_changes(workdir, changes)
     save_config(config, workdir / "config.yaml")
     data = data or prepare_data(config, workdir, progress=verbose > 0)
     for split in ("train", "valid"):
@@ -179,6 +182,70 @@ def run(config: Config, workdir: str | Path, resume: bool = False, verbose: int 
     if failures:
         atomic_write_json(workdir / "skipped_clips.json", [list(f) for f in failures])
     return RunResult(workdir, model_path, metrics, epochs_run, failures)
+
+
+# Sections a resumed run may change: they alter what is reported about the trained model,
+# not the training (a resume with them changed re-evaluates and records the change).
+EVALUATION_ONLY_SECTIONS = ("evaluation", "postprocess", "export", "cache")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_changes(saved: Config, new: Config) -> list[tuple[str, object, object]]:
+    """(dotted key, saved value, new value) for every key that differs, sorted."""
+    from sedweak.config import to_dict
+
+    old_keys, new_keys = _flatten(to_dict(saved)), _flatten(to_dict(new))
+    return [(k, old_keys.get(k), new_keys.get(k)) for k in sorted(set(old_keys) | set(new_keys))
+            if old_keys.get(k) != new_keys.get(k)]
+
+
+def check_workdir(config: Config, workdir: Path, resume: bool) -> list[tuple[str, object, object]]:
+    """What a run in ``workdir`` may do, decided before it writes anything.
+
+    * A folder holding a previous run (``config.yaml`` or ``checkpoints/``) is refused
+      without ``resume``: a second run never overwrites the first.
+    * With ``resume``, the resolved config is compared with the saved one: a change to a
+      key that alters training (features, data, augment, model, loss, train) is refused;
+      changes confined to :data:`EVALUATION_ONLY_SECTIONS` are allowed and returned (the
+      run records them in ``config_changes.json``).
+    """
+    from sedweak.config import load_config
+
+    saved_path = workdir / "config.yaml"
+    previous = saved_path.is_file() or (workdir / "checkpoints" / "state.json").is_file()
+    if previous and not resume:
+        raise WorkdirError(f"{workdir}: holds a previous run (config.yaml, checkpoints); pass --resume to "
+                           "continue or re-evaluate it, or choose another --workdir (nothing was written)")
+    if not resume or not saved_path.is_file():
+        return []
+    changes = config_changes(load_config(saved_path), config)
+    training = [c for c in changes if c[0].split(".")[0] not in EVALUATION_ONLY_SECTIONS]
+    if training:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in training[:8])
+        raise WorkdirError(f"{saved_path}: --resume with settings that change the training ({listed}); "
+                           "resume with the saved settings, or train in another --workdir (nothing was written)")
+    return changes
+
+
+def _record_changes(workdir: Path, changes) -> None:
+    """Append the evaluation-only changes of this resume to ``config_changes.json``."""
+    import json
+    import time
+
+    path = workdir / "config_changes.json"
+    history = json.loads(path.read_text()) if path.is_file() else []
+    history.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "changes": [{"key": k, "saved": a, "new": b} for k, a, b in changes]})
+    atomic_write_json(path, history)
 
 
 def count_weights(model) -> int:

@@ -47,16 +47,35 @@ def test_same_seed_gives_the_same_numbers(tmp_path, tiny_recipe):
     assert (tmp_path / "a" / "eval_events.tsv").read_text() == (tmp_path / "b" / "eval_events.tsv").read_text()
 
 
-def test_workdir_with_checkpoints_needs_resume_and_resume_continues(tmp_path, tiny_recipe):
+def test_a_finished_workdir_is_refused_before_anything_is_written(tmp_path, tiny_recipe):
+    """A second run without --resume refuses before it writes: config.yaml and data/ stay
+    those of the first run (they used to be overwritten, then the run refused)."""
     recipe, overrides = tiny_recipe
     workdir = tmp_path / "run"
     run(load_config(recipe, overrides + ["train.epochs=1"]), workdir, verbose=0)
-    with pytest.raises(WorkdirError, match="--resume"):
-        run(load_config(recipe, overrides + ["train.epochs=2"]), workdir, verbose=0)
-    result = run(load_config(recipe, overrides + ["train.epochs=2"]), workdir, resume=True, verbose=0)
-    rows = history(workdir)
-    assert [r["epoch"] for r in rows] == ["0", "1"]  # epoch 1 ran once, after the resume
-    assert result.epochs_run == 2
+    before = {p: p.read_bytes() for p in sorted(workdir.rglob("*")) if p.is_file()}
+    with pytest.raises(WorkdirError, match="previous run.*--resume.*nothing was written"):
+        run(load_config(recipe, overrides + ["train.epochs=1", "data.synth.num_train_clips=8"]), workdir, verbose=0)
+    assert {p: p.read_bytes() for p in sorted(workdir.rglob("*")) if p.is_file()} == before
+
+
+def test_resume_refuses_training_changes_and_records_evaluation_changes(tmp_path, tiny_recipe):
+    recipe, overrides = tiny_recipe
+    workdir = tmp_path / "run"
+    run(load_config(recipe, overrides + ["train.epochs=1"]), workdir, verbose=0)
+    saved = (workdir / "config.yaml").read_bytes()
+    with pytest.raises(WorkdirError, match=r"train.epochs: 1 -> 2"):
+        run(load_config(recipe, overrides + ["train.epochs=2"]), workdir, resume=True, verbose=0)
+    with pytest.raises(WorkdirError, match=r"data.synth.num_eval_clips"):
+        run(load_config(recipe, overrides + ["train.epochs=1", "data.synth.num_eval_clips=3"]), workdir,
+            resume=True, verbose=0)
+    assert (workdir / "config.yaml").read_bytes() == saved and not (workdir / "config_changes.json").exists()
+    result = run(load_config(recipe, overrides + ["train.epochs=1", "postprocess.threshold=0.3"]), workdir,
+                 resume=True, verbose=0)
+    assert result.epochs_run == 1 and [r["epoch"] for r in history(workdir)] == ["0"]      # no training again
+    changes = json.loads((workdir / "config_changes.json").read_text())
+    assert changes[-1]["changes"] == [{"key": "postprocess.threshold", "saved": 0.5, "new": 0.3}]
+    assert load_config(workdir / "config.yaml").postprocess.threshold == 0.3
 
 
 def test_weak_only_training_masks_the_strong_loss(tmp_path, tiny_recipe):

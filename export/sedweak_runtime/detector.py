@@ -22,7 +22,7 @@ def window_starts(num_frames: int, window_frames: int, hop_frames: int) -> list[
     return list(range(0, num_frames - window_frames, hop_frames)) + [num_frames - window_frames]
 
 
-def _declared_wav_frames(path: Path) -> int | None:
+def declared_wav_frames(path: Path) -> int | None:
     """Frames a RIFF/WAVE file's ``data`` chunk claims (PCM, float, A-law, µ-law), else None.
 
     libsndfile shortens a truncated WAV's frame count to what the file holds, so a cut-off
@@ -78,7 +78,7 @@ def read_audio(path: str | Path, sample_rate_hz: int) -> np.ndarray:
     # mpg123's length of a VBR MP3 without a Xing header is an estimate: not a truncation test
     declared = announced if container != "MPEG" else data.shape[0]
     if container in ("WAV", "WAVEX"):
-        declared = max(declared, _declared_wav_frames(path) or 0)
+        declared = max(declared, declared_wav_frames(path) or 0)
     if data.shape[0] < declared:
         raise ValueError(f"{path}: truncated audio ({data.shape[0]} of the {declared} frames its header announces)")
     if not np.all(np.isfinite(data)):

@@ -128,11 +128,19 @@ def score_tsv(ref_path: str | Path, est_path: str | Path, classes: Sequence[str]
     estimated file not listed in the reference is a LabelError naming both files.
     """
     reference = read_strong_tsv(ref_path, classes)
-    if classes is None:
+    derived = classes is None
+    if derived:
         classes = sorted({e.label for events in reference.values() for e in events})
         if not classes:
-            raise LabelError(f"{ref_path}: no event in the reference; pass the classes explicitly")
-    estimated = read_strong_tsv(est_path, classes)
+            raise LabelError(f"{ref_path}: no event in the reference; pass the classes explicitly "
+                             "(`sedweak score --classes A,B,...`)")
+    try:
+        estimated = read_strong_tsv(est_path, classes)
+    except LabelError as err:
+        if derived and "unknown label" in str(err):
+            raise LabelError(f"{err} (the classes were taken from the reference's labels {list(classes)}; "
+                             "pass the full class list with `sedweak score --classes A,B,...`)") from None
+        raise
     extra = sorted(set(estimated) - set(reference))
     if extra:
         raise LabelError(f"{est_path}: file(s) {extra[:5]} not in the reference {ref_path}"

@@ -1,0 +1,105 @@
+"""Nothing lost, nothing silent (bad inputs and interrupted runs): each test reproduces a
+case that misbehaved on the main branch before these fixes."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import stat
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from sedweak.artifacts import ModelInfo, save_model
+from sedweak.audio import AudioError, load_audio, write_wav
+from sedweak.config import FeatureConfig, PostprocessConfig
+
+
+def _wav(path, seconds: float = 2.0, rate: int = 16_000, seed: int = 0):
+    return write_wav(path, 0.1 * np.random.default_rng(seed).standard_normal(int(seconds * rate)), rate)
+
+
+def test_a_truncated_wav_is_an_error_not_silence(tmp_path):
+    full = _wav(tmp_path / "full.wav", 10.0)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[:100])          # read as 28 samples by libsndfile
+    with pytest.raises(AudioError, match=r"cut.wav: truncated audio \(\d+ of the 160000 frames"):
+        load_audio(cut)
+    half = tmp_path / "half.wav"
+    half.write_bytes(full.read_bytes()[:160_000])
+    with pytest.raises(AudioError, match="half.wav: truncated audio"):
+        load_audio(half)
+    assert len(load_audio(full)) == 160_000
+
+
+def test_float_audio_far_outside_full_scale_is_reported(tmp_path, caplog):
+    path = tmp_path / "loud.wav"
+    sf.write(path, np.full(16_000, 8.0, np.float32), 16_000, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING, logger="sedweak.audio"):
+        waveform = load_audio(path)
+    assert waveform.max() == pytest.approx(8.0)
+    assert "loud.wav: float samples reach 8" in caplog.text
+
+
+def test_atomic_writes_get_the_umask_mode_not_0600(tmp_path):
+    from sedweak.io_utils import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "metrics.json", "{}")
+        wav = _wav(tmp_path / "a.wav")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644 and stat.S_IMODE(wav.stat().st_mode) == 0o644
+
+
+@pytest.fixture
+def tiny_model_path(tmp_path):
+    from sedweak.models.crnn import build_crnn
+    from sedweak.models.presets import get_preset
+
+    model = build_crnn(dataclasses.replace(get_preset("fast"), conv_filters=(4, 4, 4), rnn_units=(6,)), 2)
+    return save_model(model, tmp_path / "m.keras", ModelInfo(("a", "b"), FeatureConfig(), PostprocessConfig(), 4, 2.0))
+
+
+def test_predict_keys_files_by_their_path_under_the_input_folder(tiny_model_path, tmp_path):
+    from sedweak.cli import main
+    from sedweak.labels import read_strong_tsv
+
+    for sub in ("a", "b"):
+        _wav(tmp_path / "coll" / sub / "clip.wav")
+    out = tmp_path / "e.tsv"
+    result = CliRunner().invoke(main, ["predict", str(tiny_model_path), str(tmp_path / "coll"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "in 2 files" in result.output and set(read_strong_tsv(out)) == {"a/clip.wav", "b/clip.wav"}
+    both = CliRunner().invoke(main, ["predict", str(tiny_model_path), str(tmp_path / "coll" / "a"),
+                                     str(tmp_path / "coll" / "b"), "--out", str(out)])
+    assert both.exit_code != 0 and "would both be reported as 'clip.wav'" in both.output
+
+
+def test_an_unwritable_out_fails_before_the_work(tiny_model_path, tmp_path, monkeypatch):
+    import sedweak.inference as inference
+    from sedweak.cli import main
+
+    (tmp_path / "file.tsv").write_text("")
+    _wav(tmp_path / "a.wav")
+    monkeypatch.setattr(inference, "predict_files", lambda *a, **k: pytest.fail("predicted before checking --out"))
+    result = CliRunner().invoke(main, ["predict", str(tiny_model_path), str(tmp_path / "a.wav"),
+                                       "--out", str(tmp_path / "file.tsv" / "x.tsv")])
+    assert result.exit_code != 0 and "file.tsv is a file" in result.output and "Traceback" not in result.output
+
+
+def test_score_takes_the_class_list_when_the_reference_lacks_a_class(tmp_path):
+    from sedweak.cli import main
+
+    header = "filename\tonset\toffset\tevent_label\n"
+    (tmp_path / "ref.tsv").write_text(header + "x.wav\t1.0\t2.0\tBird\n")
+    (tmp_path / "est.tsv").write_text(header + "x.wav\t1.0\t2.0\tBird\nx.wav\t3.0\t4.0\tAnimal\n")
+    args = ["score", str(tmp_path / "ref.tsv"), str(tmp_path / "est.tsv")]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code != 0 and "--classes" in refused.output
+    result = CliRunner().invoke(main, args + ["--classes", "Animal,Bird"])
+    assert result.exit_code == 0, result.output and "Animal" in result.output
