@@ -103,3 +103,19 @@ def test_score_takes_the_class_list_when_the_reference_lacks_a_class(tmp_path):
     assert refused.exit_code != 0 and "--classes" in refused.output
     result = CliRunner().invoke(main, args + ["--classes", "Animal,Bird"])
     assert result.exit_code == 0, result.output and "Animal" in result.output
+
+
+def test_one_bad_calibration_clip_is_skipped_and_reported(tmp_path, caplog):
+    from sedweak.export.calibration import calibration_logmels
+
+    info = ModelInfo(("a", "b"), FeatureConfig(), PostprocessConfig(), 4, 2.0)
+    for name in ("a.wav", "c.wav"):
+        _wav(tmp_path / name)
+    (tmp_path / "b.wav").write_bytes(b"RIFF....WAVEbroken")
+    with caplog.at_level(logging.WARNING, logger="sedweak.export.calibration"):
+        clips = calibration_logmels(tmp_path, info)
+    assert len(clips) == 2 and "skipped calibration clip" in caplog.text and "b.wav" in caplog.text
+    (tmp_path / "a.wav").write_bytes(b"x")
+    (tmp_path / "c.wav").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match="none of its audio files"):
+        calibration_logmels(tmp_path, info)

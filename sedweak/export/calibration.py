@@ -6,12 +6,15 @@ of audio: the activation ranges int8 keeps are the ranges seen there.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from sedweak.artifacts import ModelInfo
 from sedweak.export.sidecar import clip_samples
+
+log = logging.getLogger(__name__)
 
 
 def evenly_spaced(count: int, most: int) -> list[int]:
@@ -40,7 +43,7 @@ def calibration_logmels(source: str | Path, info: ModelInfo, max_clips: int = 64
 def calibration_waveforms(source: str | Path, info: ModelInfo, max_clips: int = 64) -> list[np.ndarray]:
     """Mono waveforms at the model's rate to calibrate a waveform-input int8 file on: a run's
     ``config.yaml`` (the audio of its training split) or a folder of audio files."""
-    from sedweak.audio import load_audio
+    from sedweak.audio import AudioError, load_audio
     from sedweak.inference import audio_files
 
     source = Path(source)
@@ -52,7 +55,15 @@ def calibration_waveforms(source: str | Path, info: ModelInfo, max_clips: int = 
         raise FileNotFoundError(f"{source}: --calibration takes a run's config.yaml or a folder of audio files")
     if not paths:
         raise FileNotFoundError(f"{source}: no audio files to calibrate on")
-    return [load_audio(paths[i], info.features.sample_rate_hz) for i in evenly_spaced(len(paths), max_clips)]
+    waveforms = []
+    for i in evenly_spaced(len(paths), max_clips):
+        try:
+            waveforms.append(load_audio(paths[i], info.features.sample_rate_hz))
+        except AudioError as err:  # one bad clip does not end the export: reported, the rest used
+            log.warning("skipped calibration clip %s", err)
+    if not waveforms:
+        raise FileNotFoundError(f"{source}: none of its audio files could be read to calibrate on")
+    return waveforms
 
 
 def _training_data(config_path: Path):
