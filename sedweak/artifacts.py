@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -88,8 +89,15 @@ def load_model(path: str | Path, compile: bool = False):
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
     info = load_info(path)
+    if not zipfile.is_zipfile(path):   # Keras would say "File not found" for a cut-off archive
+        raise ModelFileError(f"{path}: not a valid .keras archive (truncated or corrupt, "
+                             f"{path.stat().st_size} bytes)")
     try:
         model = keras.saving.load_model(path, compile=compile)
     except Exception as err:
         raise ModelFileError(f"{path}: cannot load Keras model ({err})") from None
+    outputs = model.output if isinstance(model.output, dict) else {}
+    if "strong" in outputs and outputs["strong"].shape[-1] != len(info.classes):
+        raise ModelFileError(f"{sidecar_path(path)}: lists {len(info.classes)} classes, the model in {path.name} "
+                             f"has {outputs['strong'].shape[-1]} outputs: the sidecar belongs to another model")
     return model, info

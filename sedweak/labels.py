@@ -49,7 +49,7 @@ def _read_rows(path: Path) -> list[list[str]]:
     if not path.is_file():
         raise LabelError(f"{path}: label file not found")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise LabelError(f"{path}: not UTF-8 text ({err})") from None
     rows = list(csv.reader(io.StringIO(text), delimiter="\t"))

@@ -119,3 +119,36 @@ def test_one_bad_calibration_clip_is_skipped_and_reported(tmp_path, caplog):
     (tmp_path / "c.wav").write_bytes(b"x")
     with pytest.raises(FileNotFoundError, match="none of its audio files"):
         calibration_logmels(tmp_path, info)
+
+
+def test_a_tsv_saved_by_excel_with_a_bom_is_read(tmp_path):
+    from sedweak.labels import read_strong_tsv
+
+    path = tmp_path / "ref.tsv"
+    path.write_bytes("filename\tonset\toffset\tevent_label\nx.wav\t1.0\t2.0\tBird\n".encode("utf-8-sig"))
+    assert [e.label for e in read_strong_tsv(path)["x.wav"]] == ["Bird"]
+
+
+def test_model_files_that_point_the_right_way(tiny_model_path):
+    import json
+
+    from sedweak.artifacts import ModelFileError, load_model
+
+    cut = tiny_model_path.with_name("cut.keras")
+    cut.write_bytes(tiny_model_path.read_bytes()[:2000])
+    cut.with_suffix(".json").write_text(tiny_model_path.with_suffix(".json").read_text())
+    with pytest.raises(ModelFileError, match="cut.keras: not a valid .keras archive"):
+        load_model(cut)
+    side = json.loads(tiny_model_path.with_suffix(".json").read_text())
+    side["classes"] = ["a", "b", "c"]
+    tiny_model_path.with_suffix(".json").write_text(json.dumps(side))
+    with pytest.raises(ModelFileError, match="lists 3 classes, the model in m.keras has 2 outputs"):
+        load_model(tiny_model_path)
+
+
+def test_int16x8_outside_streaming_says_why(tiny_model_path, tmp_path):
+    from sedweak.cli import main
+
+    result = CliRunner().invoke(main, ["export", str(tiny_model_path), "--mode", "int16x8", "--out",
+                                       str(tmp_path / "x.tflite")])
+    assert result.exit_code != 0 and "--streaming files only" in result.output

@@ -100,7 +100,7 @@ def clip_id(ytid: str, start: str, end: str) -> str:
 def _open_text(path: Path):
     if not path.is_file():
         raise LabelError(f"{path}: file not found")
-    return open(path, encoding="utf-8", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def parse_seconds(text: str, where: str, what: str) -> float:

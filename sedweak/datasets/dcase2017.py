@@ -92,7 +92,7 @@ class Dcase2017Options:
 
 def _rows(path: Path, delimiter: str):
     """(line number, cells) of a headerless CSV/TSV; blank lines skipped."""
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter=delimiter)
         for row in reader:
             if row and "".join(row).strip():

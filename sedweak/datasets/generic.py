@@ -149,7 +149,7 @@ def read_labels_file(path: Path, classes: Sequence[str] | None) -> list[tuple[st
         raise LabelError(f"{path}: labels file must end in {sorted(DELIMITERS)} (the delimiter follows)")
     if not path.is_file():
         raise LabelError(f"{path}: label file not found")
-    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8")), delimiter=DELIMITERS[path.suffix.lower()]))
+    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig")), delimiter=DELIMITERS[path.suffix.lower()]))
     if not rows:
         raise LabelError(f"{path}: empty file (expected a header line)")
     col = _header_columns(path, rows[0])

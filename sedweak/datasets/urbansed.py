@@ -69,7 +69,7 @@ def _event(where: str, clip: str, onset: float, offset: float, label: str, class
 def read_txt_events(path: Path, clip: str, classes: Sequence[str] | None) -> list[Event]:
     """Events of a Scaper ``.txt`` annotation: ``onset<TAB>offset<TAB>label`` per line, no header."""
     events = []
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not text.strip():
             continue
         cells = text.split("\t") if "\t" in text else text.split()
@@ -104,7 +104,7 @@ def _observations(path: Path, jam: dict) -> tuple[str, list[dict]]:
 def read_jams_events(path: Path, clip: str, classes: Sequence[str] | None) -> list[Event]:
     """Foreground events of a URBAN-SED / Scaper JAMS file (background observations skipped)."""
     try:
-        jam = json.loads(path.read_text(encoding="utf-8"))
+        jam = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
         raise LabelError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
     where, observations = _observations(path, jam)

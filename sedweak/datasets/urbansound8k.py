@@ -105,7 +105,7 @@ def read_metadata(path: Path, classes: Sequence[str]) -> list[tuple[str, int, fl
     """Rows of ``UrbanSound8K.csv`` as (slice file name, fold, duration seconds, class)."""
     if not path.is_file():
         raise LabelError(f"{path}: label file not found")
-    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
     header = [c.strip() for c in rows[0]] if rows else []
     if sorted(header) != sorted(CSV_COLUMNS):
         raise LabelError(f"{path}:1: expected the columns {','.join(CSV_COLUMNS)}, got {header}")
