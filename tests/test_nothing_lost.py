@@ -152,3 +152,15 @@ def test_int16x8_outside_streaming_says_why(tiny_model_path, tmp_path):
     result = CliRunner().invoke(main, ["export", str(tiny_model_path), "--mode", "int16x8", "--out",
                                        str(tmp_path / "x.tflite")])
     assert result.exit_code != 0 and "--streaming files only" in result.output
+
+
+def test_the_runtime_names_missing_sidecar_keys(tmp_path):
+    import json
+
+    from sedweak_runtime import read_sidecar
+
+    (tmp_path / "m.tflite").write_bytes(b"")
+    (tmp_path / "m.tflite.json").write_text(json.dumps({"format": "sedweak-tflite-1", "mode": "float32",
+                                                        "features": {"n_mels": 64}}))
+    with pytest.raises(ValueError, match=r"m.tflite.json: missing keys \['input', 'classes'.*'features.hop_samples'"):
+        read_sidecar(tmp_path / "m.tflite")

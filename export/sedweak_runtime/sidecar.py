@@ -9,6 +9,17 @@ SIDECAR_FORMAT = "sedweak-tflite-1"
 STAGED_FORMAT = "sedweak-staged-3"          # sedweak's staged export layout (StagedModel checks it)
 
 
+# What every runtime path reads: a sidecar without one of these is refused up front, by name.
+REQUIRED_KEYS = ("mode", "input", "classes", "features", "postprocess", "time_pooling", "clip_frames",
+                 "clip_samples", "model_frames_per_second")
+REQUIRED_SUBKEYS = {
+    "input": ("name", "kind"),
+    "features": ("sample_rate_hz", "window_samples", "hop_samples", "n_fft", "n_mels", "mel_min_hz",
+                 "mel_max_hz", "amin_power"),
+    "postprocess": ("thresholds", "median_filter_seconds", "min_duration_seconds", "min_gap_seconds"),
+}
+
+
 def sidecar_path(model_path: str | Path) -> Path:
     """``MODEL.tflite`` -> ``MODEL.tflite.json`` beside it."""
     model_path = Path(model_path)
@@ -29,4 +40,9 @@ def read_sidecar(model_path: str | Path) -> dict:
         raise ValueError(f"{sidecar}: not JSON ({err})") from None
     if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
         raise ValueError(f"{sidecar}: not a {SIDECAR_FORMAT} sidecar")
+    missing = [key for key in REQUIRED_KEYS if key not in meta]
+    missing += [f"{section}.{key}" for section, keys in REQUIRED_SUBKEYS.items()
+                if isinstance(meta.get(section), dict) for key in keys if key not in meta[section]]
+    if missing:
+        raise ValueError(f"{sidecar}: missing keys {missing} (re-export the model with `sedweak export`)")
     return meta
