@@ -57,8 +57,9 @@ def train(recipe, workdir, overrides, resume, fast_dev_run):
     except USER_ERRORS as err:
         _fail(err)
     click.echo(markdown_table({"crnn": result.metrics}))
-    for name, why in result.failures:
-        click.echo(f"skipped {name}: {why}", err=True)
+    if result.failures:   # each was reported as it was skipped (data preparation): a count here
+        click.echo(f"{len(result.failures)} clip(s) skipped, listed in {Path(workdir) / 'skipped_clips.json'}",
+                   err=True)
     click.echo(f"model: {result.model_path}\nmetrics: {Path(workdir) / 'metrics.json'}")
 
 

@@ -164,3 +164,20 @@ def test_the_runtime_names_missing_sidecar_keys(tmp_path):
                                                         "features": {"n_mels": 64}}))
     with pytest.raises(ValueError, match=r"m.tflite.json: missing keys \['input', 'classes'.*'features.hop_samples'"):
         read_sidecar(tmp_path / "m.tflite")
+
+
+def test_train_reports_skipped_clips_once(tmp_path, monkeypatch):
+    """Data preparation logs each skipped clip as it happens; the CLI then gives one count
+    and the file that lists them (it used to repeat every line)."""
+    import sedweak.training as training
+    from sedweak.cli import main
+    from sedweak.evaluation import METRIC_KEYS
+
+    failures = (("train/a.wav", "truncated audio"), ("train/b.wav", "empty audio"))
+    monkeypatch.setattr(training, "run", lambda config, workdir, resume=False: training.RunResult(
+        tmp_path, tmp_path / "model.keras", {k: 0.5 for k in METRIC_KEYS}, 1, failures))
+    (tmp_path / "r.yaml").write_text("train:\n  epochs: 1\n")
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "r.yaml"), "--workdir", str(tmp_path / "w")])
+    assert result.exit_code == 0, result.output
+    assert "truncated audio" not in result.output
+    assert result.output.count("2 clip(s) skipped, listed in") == 1
