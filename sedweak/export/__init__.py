@@ -21,6 +21,7 @@ silence is refused when it is written, not found on a device).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -91,8 +92,7 @@ def export_model(model, info, out: str | Path, settings: ExportConfig, run_confi
     finally:
         for leftover in (partial, sidecar_path(partial)):
             leftover.unlink(missing_ok=True)
-    return out, ExportCheck(str(out), report.size_bytes, report.ops, report.max_abs_diff, report.inputs,
-                            report.tolerance)
+    return out, dataclasses.replace(report, path=str(out))      # the report names the final file
 
 
 def _calibration(settings: ExportConfig, info, run_config):
