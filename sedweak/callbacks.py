@@ -1,9 +1,15 @@
 """Checkpointing that survives ``kill -9``: atomic ``.keras`` files plus a state file.
 
 After every epoch ``last.keras`` (weights + optimizer) and ``state.json`` (epoch,
-best validation loss, early-stopping wait) are replaced atomically; ``best.keras``
-when the monitored loss improves. ``--resume`` reloads ``last.keras`` and continues
-at the next epoch with the early-stopping state intact.
+best validation loss, early-stopping wait, the random-seed states of the model's layers)
+are replaced atomically; ``best.keras`` when the monitored loss improves. ``--resume``
+reloads ``last.keras``, puts the seed states back (:func:`restore_seed_states`) and
+continues at the next epoch with the early-stopping state intact: with the batch order
+keyed by epoch (``ClipBatches.set_epoch``) the resumed run is the uninterrupted one.
+
+Why the seed states: a ``.keras`` file holds weights and optimizer variables but not the
+``SeedGenerator`` states of ``Dropout``/``GRU`` layers, so a reloaded model would draw
+other dropout masks than the run it replaces.
 """
 
 from __future__ import annotations
@@ -18,6 +24,24 @@ from sedweak.artifacts import ModelInfo, save_model
 from sedweak.io_utils import atomic_write_json
 
 STATE_FILE = "state.json"
+
+
+def seed_states(model) -> list:
+    """The ``SeedGenerator`` state variables of ``model``, in layer order (a stable order
+    for one architecture; their paths carry session-dependent name counters)."""
+    return [v for v in model.variables if v.path.rsplit("/", 1)[-1] == "seed_generator_state"]
+
+
+def restore_seed_states(model, values: list) -> None:
+    """Assign ``values`` (from ``state.json``) to the model's seed states."""
+    import numpy as np
+
+    states = seed_states(model)
+    if len(states) != len(values):
+        raise ValueError(f"the checkpoint holds {len(values)} seed states, the model has {len(states)}: "
+                         "it is not the model of this run")
+    for variable, value in zip(states, values):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
 def read_state(checkpoint_dir: Path) -> dict | None:
@@ -66,6 +90,8 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         save_model(self.model, self.checkpoint_dir / "last.keras", self.info)
         atomic_write_json(self.checkpoint_dir / STATE_FILE,
                           {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch,
-                           "wait": self.wait, "monitor": "+".join(self.monitor)})
+                           "wait": self.wait, "monitor": "+".join(self.monitor),
+                           "seed_states": [keras.ops.convert_to_numpy(v).tolist()
+                                           for v in seed_states(self.model)]})
         if self.wait >= self.patience_epochs:
             self.model.stop_training = True

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from sedweak.artifacts import ModelInfo, load_model, save_model
-from sedweak.callbacks import ResumableCheckpoint, read_state
+from sedweak.callbacks import ResumableCheckpoint, read_state, restore_seed_states
 from sedweak.config import Config, save_config
 from sedweak.data_prep import PreparedData, prepare_data
 from sedweak.io_utils import atomic_write_json
@@ -101,6 +101,8 @@ def _model_for(config: Config, info: ModelInfo, checkpoints: Path, resume: bool,
     if state is not None:
         with dtype_policy(config.train.mixed_precision):
             model, _ = load_model(checkpoints / "last.keras", compile=True)
+        if "seed_states" in state:  # checkpoints written before 2026-11-30 lack them: inexact resume
+            restore_seed_states(model, state["seed_states"])
         log.info("resuming after epoch %d (best %s %.4f)", state["epoch"], state["monitor"], state["best"])
         return model, state
     with dtype_policy(config.train.mixed_precision) as policy:
@@ -122,6 +124,17 @@ def seed_everything(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def trim_history(path: Path, epochs: int) -> None:
+    """Keep the header and the first ``epochs`` rows of ``history.csv`` (atomically)."""
+    from sedweak.io_utils import atomic_write_text
+
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    if len(lines) > epochs + 1:
+        atomic_write_text(path, "".join(lines[:epochs + 1]))
+
+
 def fit(config: Config, workdir: Path, data: PreparedData, resume: bool = False, verbose: int = 1):
     """Train on ``data`` (on ``train.strategy``'s replicas); returns (best model, info, epochs run)."""
     import keras
@@ -138,17 +151,24 @@ def fit(config: Config, workdir: Path, data: PreparedData, resume: bool = False,
         warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
         model, state = _model_for(config, info, checkpoints, resume, len(train_batches))
         initial_epoch = state["epoch"] if state else 0
+        train_batches.set_epoch(initial_epoch)  # the batch order and augmentation of that epoch
         epochs = 1 if config.train.fast_dev_run else config.train.epochs
+        if state is not None:
+            trim_history(workdir / "history.csv", initial_epoch)
+        # The history row is written before the checkpoint: a kill between the two leaves a row
+        # that the resume trims, never a checkpointed epoch without its row.
         callbacks = [
+            keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=state is not None),
             ResumableCheckpoint(checkpoints, info, config.train.early_stopping_patience_epochs, state=state,
                                 select_last=config.train.select_epoch == "last"),
-            keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=state is not None),
         ] + ([keras.callbacks.TensorBoard(str(workdir / "tensorboard"), write_graph=False)]
              if tensorboard_available() else [])  # it writes through tensorflow.summary
         stopped_early = state is not None and state["wait"] >= config.train.early_stopping_patience_epochs
         if initial_epoch < epochs and not stopped_early:
             model.fit(train_batches, validation_data=_batches(config, data, "valid", info, False),
-                      epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+                      epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+                      shuffle=False)  # ClipBatches orders the clips by (seed, epoch); Keras would
+            # shuffle the batch order with the global NumPy RNG, which a resume cannot restore
     best, _ = load_model(checkpoints / "best.keras")
     return best, info, read_state(checkpoints)["epoch"]
 

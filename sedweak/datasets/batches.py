@@ -107,7 +107,12 @@ class ClipBatches(keras.utils.PyDataset):
         return min(batches, self.max_batches) if self.max_batches else batches
 
     def on_epoch_end(self) -> None:
-        self.epoch += 1
+        self.set_epoch(self.epoch + 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Serve epoch ``epoch``'s order and augmentation (both keyed by (seed, epoch)):
+        a resumed run starts where the interrupted one stopped."""
+        self.epoch = int(epoch)
         self.order = self._order()
 
     def __getitem__(self, index: int):
