@@ -429,8 +429,25 @@ def parse_overrides(overrides: Sequence[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part} is not a section")
+        _check_section_override(item, parts, value)
         node[parts[-1]] = value
     return nested
+
+
+def _check_section_override(item: str, parts: Sequence[str], value: Any) -> None:
+    """Refuse ``train=3``: a section given a plain value (it would otherwise be reported
+    against whichever later override descends into it)."""
+    cls: Any = Config
+    for part in parts:
+        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        if part not in hints:
+            return  # unknown keys are reported by from_dict, with the known ones
+        cls = hints[part]
+    if dataclasses.is_dataclass(cls) and not isinstance(value, Mapping):
+        key = ".".join(parts)
+        example = dataclasses.fields(cls)[0].name
+        raise ConfigError(f"override {item!r}: {key} is a section, not a value; set one of its keys "
+                          f"(e.g. {key}.{example}=...)")
 
 
 def _merge(base: dict, extra: Mapping) -> dict:

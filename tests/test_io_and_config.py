@@ -46,6 +46,14 @@ def test_overrides_parse_yaml_values_and_nest():
         load_config(overrides=["train.epochs"])
 
 
+@pytest.mark.parametrize("overrides", [["train=3", "train.fast_dev_run=true"], ["data.synth=8"]])
+def test_an_override_giving_a_section_a_value_is_named(overrides):
+    """``--set train=3 --fast-dev-run`` used to blame ``train.fast_dev_run``."""
+    section = overrides[0].split("=")[0]
+    with pytest.raises(ConfigError, match=rf"'{overrides[0]}': {section} is a section, not a value"):
+        load_config(None, overrides)
+
+
 def test_preset_fills_defaults_and_keys_override(tmp_path):
     config = load_config(write(tmp_path, "model:\n  preset: adavanne\n  dropout_rate: 0.1\n"))
     assert config.model.conv_filters == (64, 64, 64) and config.model.rnn_units == (64, 64)

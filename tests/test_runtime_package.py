@@ -39,14 +39,7 @@ def _tiny_model_and_info():
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """{"float32": whole-clip .tflite, "streaming": streaming .tflite} of one tiny model."""
-    try:
-        from sedweak.export import export_tflite
-    except ImportError:
-        from sedweak.export.whole_clip import export_tflite
-    try:
-        from sedweak.export import export_streaming
-    except ImportError:
-        from sedweak.export_streaming import export_streaming
+    from sedweak.export import export_streaming, export_tflite
 
     model, info = _tiny_model_and_info()
     root = tmp_path_factory.mktemp("runtime_models")
@@ -341,3 +334,29 @@ def test_window_outputs_give_every_output_with_its_batch_axis(exported):
     np.testing.assert_array_equal(detector._run_window(window), out["strong"][0])
     with pytest.raises(ValueError, match="streaming file has no windows"):
         sedweak_runtime.Detector(exported["streaming"]).window_outputs(window)
+
+
+def test_native_log_lines_go_to_the_logger_not_the_terminal(capfd, caplog):
+    """What C++ writes to fd 2 (XNNPACK's "INFO: Created ...", the quantizer's lines) is
+    logged at INFO (shown by ``-v``) instead of reaching the terminal; replayed on a failure."""
+    import logging
+    import os
+
+    from sedweak_runtime.interpreter import native_stderr_to_log
+
+    with caplog.at_level(logging.INFO, logger="sedweak_runtime.interpreter"):
+        with native_stderr_to_log():
+            os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+    assert "XNNPACK" not in capfd.readouterr().err
+    assert "XNNPACK delegate" in caplog.text
+    with pytest.raises(ZeroDivisionError), native_stderr_to_log():
+        os.write(2, b"kernel says why\n")
+        1 / 0
+    assert "kernel says why" in capfd.readouterr().err
+
+
+def test_opening_an_interpreter_prints_nothing(model, capfd):
+    from sedweak_runtime.interpreter import open_interpreter
+
+    open_interpreter(model).get_signature_runner("serve")
+    assert capfd.readouterr().err == ""

@@ -9,6 +9,7 @@ import numpy as np
 
 from .events import Event, probabilities_to_events
 from .frontend import StreamingLogMel, logmel
+from .interpreter import open_interpreter
 from .models import StagedModel, StreamingModel
 from .sidecar import read_sidecar
 
@@ -95,13 +96,11 @@ class Detector:
     """
 
     def __init__(self, model_path: str | Path, num_threads: int = 1):
-        from ai_edge_litert.interpreter import Interpreter
-
         model_path = Path(model_path)
         self.meta = read_sidecar(model_path)
         self.classes = list(self.meta["classes"])
         self.features = self.meta["features"]
-        interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
+        interpreter = open_interpreter(model_path, num_threads=num_threads)
         self.staged = StagedModel.from_interpreter(interpreter, self.meta) if "staged" in self.meta else None
         self._runner = None if self.staged else interpreter.get_signature_runner(self.meta["signature"])
         self._input = self.meta["input"]

@@ -12,10 +12,13 @@ loop-free graphs only: staged and streaming), ``int16x8`` (int16 activations, st
 
 from __future__ import annotations
 
+import logging
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
+from sedweak_runtime.interpreter import native_stderr_to_log, open_interpreter
 
 from sedweak.config import EXPORT_MODES
 from sedweak.export.flatbuffer import flatbuffer_tensor_types, quantized_ops, requantizing_copies
@@ -25,6 +28,8 @@ from sedweak.export.sidecar import SIGNATURE_KEY
 # rounds to its zero point (tflite/kernels/div.cc "data[i] != zero_point"), e.g. the
 # epsilon-guarded sum(p) of linear-softmax pooling on silence.
 FLOAT_OPS = ("DIV",)
+
+log = logging.getLogger(__name__)
 
 
 class ExportError(RuntimeError):
@@ -66,10 +71,13 @@ def convert_saved_model(directory: str | Path, mode: str, representative=None, f
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     try:
-        if float_scopes and mode in ("int8", "int16x8"):
-            flatbuffer = _keep_float(converter, tuple(float_scopes))
-        else:
-            flatbuffer = converter.convert()
+        with native_stderr_to_log(log), warnings.catch_warnings():
+            # The calibrator opens TensorFlow's own (deprecated) tf.lite.Interpreter.
+            warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated")
+            if float_scopes and mode in ("int8", "int16x8"):
+                flatbuffer = _keep_float(converter, tuple(float_scopes))
+            else:
+                flatbuffer = converter.convert()
     except Exception as err:  # ConverterError carries the MLIR diagnostics
         raise ExportError(f"TFLite conversion ({mode}) failed: {err}") from None
     if mode in ("int8", "int16x8"):
@@ -124,9 +132,7 @@ def io_quantization(flatbuffer: bytes, signatures=(SIGNATURE_KEY,)) -> dict:
     """signature -> {"inputs": {name: q}, "outputs": {name: q}}, q = {"scale", "zero_point",
     "dtype"}: how the runtime (de)quantizes each signature tensor (an input and an output
     may share a name, e.g. a carried state, and differ)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter = open_interpreter(model_content=flatbuffer)
     describe = lambda details: {name: {"scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1]),
                                        "dtype": np.dtype(d["dtype"]).name} for name, d in details.items()}
     table = {}

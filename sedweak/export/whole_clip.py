@@ -83,9 +83,9 @@ def export_tflite(model, info: ModelInfo, out: str | Path, mode: str = "float32"
 
 def run_tflite(path: str | Path, x: np.ndarray, num_threads: int = 1) -> dict[str, np.ndarray]:
     """Run the ``serve`` signature on one input of the exported shape; outputs by name."""
-    from ai_edge_litert.interpreter import Interpreter
+    from sedweak_runtime.interpreter import open_interpreter
 
-    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+    interpreter = open_interpreter(path, num_threads=num_threads)
     runner = interpreter.get_signature_runner(SIGNATURE_KEY)
     (name,) = runner.get_input_details()
     return {k: np.asarray(v) for k, v in runner(**{name: np.asarray(x, np.float32)}).items()}
