@@ -53,7 +53,7 @@ def _call(detector, wave: np.ndarray, logmel: np.ndarray):
             return detector.streaming.push(logmel, final=True)
         return stream
     x = wave[np.newaxis, :meta["clip_samples"]] if meta["input"]["kind"] == "waveform" else logmel[np.newaxis, :meta["clip_frames"]]
-    return lambda: detector._run_window(x[0])
+    return lambda: detector.window_outputs(x[0])
 
 
 def run(paths: list[Path], runs: int, threads: int) -> dict:

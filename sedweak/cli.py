@@ -134,9 +134,8 @@ def predict(model, inputs, out, frames, strict):
     """Detect events in audio files or folders of any length."""
     from sedweak.artifacts import load_model
     from sedweak.inference import keyed_audio_files, predict_files, save_frame_probabilities
-    from sedweak.labels import write_strong_tsv
-
     from sedweak.io_utils import check_writable
+    from sedweak.labels import write_strong_tsv
 
     try:
         check_writable(out)

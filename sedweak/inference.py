@@ -3,7 +3,9 @@
 Audio longer than the training clip is cut into windows of the clip length with
 50 % overlap; the frame probabilities of overlapping windows are averaged and the
 stitched track is post-processed once, so an event crossing a window boundary
-comes out once, never duplicated.
+comes out once, never duplicated. Files are streamed from disk through the window
+stitcher that the device runtime uses too (:mod:`sedweak_runtime.windows`): memory
+does not grow with a file's length.
 """
 
 from __future__ import annotations
@@ -13,18 +15,24 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from sedweak_runtime.inputs import folder_audio, keyed_inputs
+from sedweak_runtime.windows import WindowGrid, WindowStitcher
+
 from sedweak.artifacts import ModelInfo
-from sedweak.audio import AudioError, load_audio
+from sedweak.audio import AudioError, audio_blocks
 from sedweak.labels import Event
 from sedweak.postprocessing import probabilities_to_events
 
 
-def window_starts(num_frames: int, window_frames: int, hop_frames: int) -> list[int]:
-    """Window start frames covering ``num_frames``; the last window ends at the end."""
-    if num_frames <= window_frames:
-        return [0]
-    starts = list(range(0, num_frames - window_frames, hop_frames))
-    return starts + [num_frames - window_frames]
+def _stitcher(model, info: ModelInfo, batch_size: int = 8) -> WindowStitcher:
+    """A :class:`WindowStitcher` running the Keras ``model`` on log-mel windows."""
+    def run(windows: np.ndarray):
+        outputs = model.predict_on_batch(windows)
+        weak = outputs.get("weak")
+        return np.asarray(outputs["strong"]), None if weak is None else np.asarray(weak)
+
+    return WindowStitcher(WindowGrid(info.clip_frames, info.time_pooling), run,
+                          pad_row=10.0 * np.log10(info.features.amin_power), batch_size=batch_size)
 
 
 def predict_logmel(model, logmel: np.ndarray, info: ModelInfo, batch_size: int = 8) -> np.ndarray:
@@ -36,34 +44,34 @@ def predict_logmel_outputs(model, logmel: np.ndarray, info: ModelInfo, batch_siz
                            ) -> tuple[np.ndarray, np.ndarray]:
     """Log-mel (frames, n_mels) -> (strong (frames // time_pooling, classes), weak (classes,)).
 
-    The clip-level output of a long file is the maximum over its windows' weak outputs.
+    The clip-level output of a long input is the maximum over its windows' weak outputs
+    (zeros for a model without a weak output). Past the end, windows are padded with the
+    silence floor, like a zero-padded waveform.
     """
-    window, pool = info.clip_frames, info.time_pooling
-    covered = (window // pool) * pool  # feature frames behind a window's model frames
-    hop = max(pool, (covered // 2) // pool * pool)
-    frames = logmel.shape[0]
-    out_frames = max(-(-frames // pool), covered // pool)
-    # Every window starts on the model-frame grid, so overlapping outputs add up frame by frame.
-    starts = window_starts(out_frames * pool, covered, hop)
-    padded_frames = starts[-1] + window
-    if padded_frames > frames:  # pad with the silence floor, like a zero-padded waveform
-        floor = 10.0 * np.log10(info.features.amin_power)
-        logmel = np.concatenate([logmel, np.full((padded_frames - frames, logmel.shape[1]), floor, np.float32)])
-    total = np.zeros((out_frames, len(info.classes)), np.float64)
-    count = np.zeros((out_frames, 1), np.float64)
-    weak = np.zeros(len(info.classes), np.float32)
-    for b in range(0, len(starts), batch_size):
-        chunk = starts[b:b + batch_size]
-        x = np.stack([logmel[s:s + window] for s in chunk]).astype(np.float32)
-        outputs = model.predict_on_batch(x)
-        strong = np.asarray(outputs["strong"])
-        if outputs.get("weak") is not None:
-            weak = np.maximum(weak, np.asarray(outputs["weak"]).max(axis=0))
-        for s, probs in zip(chunk, strong):
-            total[s // pool:s // pool + probs.shape[0]] += probs
-            count[s // pool:s // pool + probs.shape[0]] += 1
-    probs = (total / np.maximum(count, 1)).astype(np.float32)
-    return probs[:max(1, frames // pool)], weak
+    stitcher = _stitcher(model, info, batch_size)
+    stitcher.push(logmel)
+    strong, weak = stitcher.finish(logmel.shape[0])
+    return strong, np.zeros(len(info.classes), np.float32) if weak is None else weak
+
+
+def predict_file_outputs(model, path: str | Path, info: ModelInfo, batch_size: int = 8
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_logmel_outputs` of an audio file, streamed from disk: blocks of audio
+    (:func:`sedweak.audio.audio_blocks`) -> log-mel frames (:class:`LogmelStream`) ->
+    windows, so memory stays that of a few windows whatever the file's length.
+    Raises :class:`AudioError` for a bad file."""
+    from sedweak.features import LogmelStream
+
+    front_end, stitcher, samples = LogmelStream(info.features), _stitcher(model, info, batch_size), 0
+    for block in audio_blocks(path, info.features.sample_rate_hz):
+        samples += len(block)
+        stitcher.push(front_end.push(block))
+    stitcher.push(front_end.flush())
+    frames = info.features.num_frames(samples)
+    if frames == 0:
+        raise AudioError(f"{path}: {samples} samples, shorter than one feature hop")
+    strong, weak = stitcher.finish(frames)
+    return strong, np.zeros(len(info.classes), np.float32) if weak is None else weak
 
 
 def predict_files(model, info: ModelInfo, paths: Sequence[str | Path], progress: bool = False,
@@ -77,8 +85,6 @@ def predict_files(model, info: ModelInfo, paths: Sequence[str | Path], progress:
     (path, reason)) -- a bad file (unreadable audio, or any error while running the
     model on it) is reported, not fatal.
     """
-    from sedweak.features import logmel_librosa
-
     events, probs, failed = {}, {}, []
     iterator: Iterable = paths
     if progress:
@@ -89,8 +95,7 @@ def predict_files(model, info: ModelInfo, paths: Sequence[str | Path], progress:
     for path, name in zip(iterator, names):
         path = Path(path)
         try:
-            waveform = load_audio(path, info.features.sample_rate_hz)
-            track = predict_logmel(model, logmel_librosa(waveform, info.features), info)
+            track, _ = predict_file_outputs(model, path, info)
         except AudioError as err:
             failed.append((str(path), str(err)))
             continue
@@ -122,29 +127,18 @@ def save_frame_probabilities(path: str | Path, probs: dict[str, np.ndarray], inf
 
 
 def audio_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """Expand folders into the audio files they contain (recursively), sorted."""
-    suffixes = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
+    """Expand folders into the audio files they contain (recursively, hidden ones left
+    out, :data:`sedweak_runtime.inputs.AUDIO_EXTENSIONS`), sorted; files stay as given."""
     out: list[Path] = []
     for item in map(Path, inputs):
-        if item.is_dir():
-            out.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in suffixes))
-        else:
-            out.append(item)
+        out.extend(folder_audio(item) if item.is_dir() else [item])
     return out
 
 
 def keyed_audio_files(inputs: Sequence[str | Path]) -> list[tuple[Path, str]]:
-    """(path, key) per audio file: a file given directly is keyed by its name, a folder's
-    files by their path relative to the folder (DESED's nested eval folders: ``a/x.wav`` and
-    ``b/x.wav`` stay two files). Two files with one key are a ValueError naming both."""
-    out, owner = [], {}
-    for item in map(Path, inputs):
-        found = ([(p, p.relative_to(item).as_posix()) for p in audio_files([item])] if item.is_dir()
-                 else [(item, item.name)])
-        for path, key in found:
-            if key in owner:
-                raise ValueError(f"{owner[key]} and {path} would both be reported as {key!r}: give their "
-                                 "folders, or rename one")
-            owner[key] = path
-            out.append((path, key))
-    return out
+    """(path, key) per audio file, keyed as ``sedweak-detect`` keys them
+    (:func:`sedweak_runtime.inputs.keyed_inputs`: a file by its name, a folder's files by
+    their path relative to it). A missing input stays in the list, so that the run reports
+    it; two files with one key are a ValueError naming both."""
+    items, missing, _ = keyed_inputs(inputs)
+    return [(path, key) for key, path in items] + [(Path(m), Path(m).name) for m in missing]

@@ -35,17 +35,14 @@ def model_and_audio(tmp_path):
 def _explode_on_boom(monkeypatch):
     import sedweak.inference as inference
 
-    real = inference.predict_logmel
+    real = inference.predict_file_outputs
 
-    def predict_logmel(model, logmel, info, batch_size=8):
-        if predict_logmel.calls == 0:                  # the first file in sorted order: boom.wav
-            predict_logmel.calls += 1
+    def predict_file_outputs(model, path, info, batch_size=8):
+        if path.name == "boom.wav":
             raise RuntimeError("tflite/kernels/div.cc:262 data[i] != zero_point was not true.")
-        predict_logmel.calls += 1
-        return real(model, logmel, info, batch_size)
+        return real(model, path, info, batch_size)
 
-    predict_logmel.calls = 0
-    monkeypatch.setattr(inference, "predict_logmel", predict_logmel)
+    monkeypatch.setattr(inference, "predict_file_outputs", predict_file_outputs)
 
 
 def test_predict_skips_failing_files_and_writes_the_rest(model_and_audio, tmp_path, monkeypatch):

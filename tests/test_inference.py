@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 from scipy.special import expit
+from sedweak_runtime.windows import window_starts
 
 from sedweak.artifacts import ModelInfo
 from sedweak.config import FeatureConfig, PostprocessConfig
-from sedweak.inference import audio_files, predict_files, predict_logmel, window_starts
+from sedweak.inference import audio_files, predict_files, predict_logmel
 from sedweak.labels import Event
 from sedweak.postprocessing import probabilities_to_events
 
@@ -178,3 +179,50 @@ def test_predict_files_with_tiny_crnn(tmp_path):
     logmel = logmel_librosa(load_audio(good), info.features)
     first = model.predict_on_batch(logmel[None, :100])["strong"][0]
     np.testing.assert_allclose(track[:12], np.asarray(first)[:12], atol=1e-5)
+
+
+def _long_wav(path, seconds: float, rate: int = 16_000, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    samples = int(seconds * rate)
+    tone = 0.3 * np.sin(2 * np.pi * 440.0 * np.arange(samples) / rate) * (np.arange(samples) // rate % 3 == 0)
+    sf.write(path, (tone + 0.01 * rng.standard_normal(samples)).astype(np.float32), rate, subtype="PCM_16")
+    return path
+
+
+@pytest.mark.parametrize("rate", [16_000, 22_050])
+def test_a_file_streamed_from_disk_equals_the_whole_file_at_once(tmp_path, monkeypatch, rate):
+    """predict streams audio blocks (resampled by soxr as a stream) -> log-mel blocks ->
+    windows; with blocks of 0.7 s the track equals the one of the whole file in one array."""
+    import sedweak.audio
+    from sedweak.audio import load_audio
+    from sedweak.features import logmel_librosa
+    from sedweak.inference import predict_file_outputs, predict_logmel
+
+    path = _long_wav(tmp_path / "long.wav", 12.3, rate)
+    info = _info(1.0)
+    model = FakeModel(info.clip_frames)
+    whole = predict_logmel(model, logmel_librosa(load_audio(path, 16_000), info.features), info)
+    monkeypatch.setattr(sedweak.audio, "BLOCK_SECONDS", 0.7)
+    monkeypatch.setattr(sedweak.audio.audio_blocks, "__defaults__", (16_000, 0.7))
+    streamed, _ = predict_file_outputs(model, path, info)
+    assert streamed.shape == whole.shape == (1230 // POOL, 2)
+    np.testing.assert_allclose(streamed, whole, atol=1e-5)
+
+
+def test_memory_of_predict_does_not_grow_with_the_file(tmp_path):
+    """Peak traced allocations for a 4-minute file stay within 1.3x those of a 1-minute
+    file (holding the file would take 4x): audio blocks, log-mel blocks and a few windows."""
+    import tracemalloc
+
+    from sedweak.inference import predict_file_outputs
+
+    info = _info(1.0)
+    peaks = []
+    for minutes in (1, 4):
+        path = _long_wav(tmp_path / f"{minutes}.wav", 60.0 * minutes)
+        tracemalloc.start()
+        strong, _ = predict_file_outputs(FakeModel(info.clip_frames), path, info)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert strong.shape == (6000 * minutes // POOL, 2)
+    assert peaks[1] < 1.3 * peaks[0], peaks

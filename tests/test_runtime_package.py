@@ -267,14 +267,14 @@ def test_duplicate_keys_exit_2_naming_both(model, tmp_path, capsys):
 
 
 def test_interpreter_runtime_error_skips_the_file(model, tmp_path, capsys, monkeypatch):
-    original = sedweak_runtime.Detector._run_window
+    original = sedweak_runtime.Detector.window_outputs
 
     def failing(self, x):   # a silent file (-100 dB everywhere) makes the "interpreter" fail
         if np.all(x <= -99.0):
             raise RuntimeError("tflite/kernels/div.cc:123 something went wrong.\nNode number 7 (DIV) failed to invoke.")
         return original(self, x)
 
-    monkeypatch.setattr(sedweak_runtime.Detector, "_run_window", failing)
+    monkeypatch.setattr(sedweak_runtime.Detector, "window_outputs", failing)
     _wav(tmp_path / "in" / "noise.wav")
     _wav(tmp_path / "in" / "silent.wav", scale=0.0)
     out = tmp_path / "events.tsv"
@@ -331,7 +331,6 @@ def test_window_outputs_give_every_output_with_its_batch_axis(exported):
     window = np.full((detector.meta["clip_frames"], 64), -60.0, np.float32)
     out = detector.window_outputs(window)
     assert out["strong"].shape == (1, detector.meta["clip_frames"] // 4, 3) and out["weak"].shape == (1, 3)
-    np.testing.assert_array_equal(detector._run_window(window), out["strong"][0])
     with pytest.raises(ValueError, match="streaming file has no windows"):
         sedweak_runtime.Detector(exported["streaming"]).window_outputs(window)
 
@@ -360,3 +359,27 @@ def test_opening_an_interpreter_prints_nothing(model, capfd):
 
     open_interpreter(model).get_signature_runner("serve")
     assert capfd.readouterr().err == ""
+
+
+def test_detect_file_streams_from_disk_and_equals_the_whole_file(model, tmp_path, monkeypatch):
+    """Blocks of 0.3 s through the window stitcher give the track of the whole waveform;
+    peak traced memory for 4 minutes stays within 1.3x that of 1 minute."""
+    import tracemalloc
+
+    import sedweak_runtime.detector as detector_module
+
+    detector = sedweak_runtime.Detector(model)
+    path = _wav(tmp_path / "long.wav", seconds=7.3, seed=3)
+    whole = detector.frame_probabilities(detector.read_audio(path))
+    monkeypatch.setattr(detector_module, "BLOCK_SECONDS", 0.3)
+    streamed = detector.stitched_probabilities(sedweak_runtime.read_blocks(path, RATE))
+    np.testing.assert_allclose(streamed, whole, atol=1e-6)
+    monkeypatch.undo()
+    peaks = []
+    for minutes in (1, 4):
+        long = _wav(tmp_path / f"{minutes}.wav", seconds=60.0 * minutes)
+        tracemalloc.start()
+        detector.detect_file(long)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] < 1.3 * peaks[0], peaks

@@ -18,17 +18,18 @@ from __future__ import annotations
 import json  # noqa: F401  (kept as an attribute: older callers used ``sedweak_runtime.json``)
 
 from .cli import main
-from .detector import Detector, read_audio, window_starts
+from .detector import Detector, read_audio, read_blocks
 from .events import STRONG_HEADER, Event, median_filter, odd_window_frames, probabilities_to_events, strong_tsv_text
 from .frontend import StreamingLogMel, frames_to_logmel, logmel, mel_matrix
 from .models import StagedModel, StreamingModel, from_model, to_model
 from .sidecar import SIDECAR_FORMAT, STAGED_FORMAT, read_sidecar, sidecar_path
+from .windows import WindowGrid, WindowStitcher, window_starts
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Detector", "Event", "SIDECAR_FORMAT", "STAGED_FORMAT", "STRONG_HEADER", "StagedModel", "StreamingLogMel",
     "StreamingModel", "frames_to_logmel", "from_model", "logmel", "main", "median_filter", "mel_matrix",
-    "odd_window_frames", "probabilities_to_events", "read_audio", "read_sidecar", "sidecar_path",
-    "strong_tsv_text", "to_model", "window_starts",
+    "WindowGrid", "WindowStitcher", "odd_window_frames", "probabilities_to_events", "read_audio", "read_blocks",
+    "read_sidecar", "sidecar_path", "strong_tsv_text", "to_model", "window_starts",
 ]

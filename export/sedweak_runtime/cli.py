@@ -15,8 +15,7 @@ from pathlib import Path
 
 from .detector import Detector
 from .events import Event, strong_tsv_text
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au")
+from .inputs import AUDIO_EXTENSIONS, DuplicateKeyError, keyed_inputs
 PROGRESS_MIN_FILES = 10   # a progress line on stderr for more files than this
 
 
@@ -24,39 +23,16 @@ class UsageError(Exception):
     """A problem with the command line itself (exit status 2)."""
 
 
-def _folder_audio(folder: Path) -> list[Path]:
-    """Audio files under ``folder`` (recursive; hidden files and folders left out), sorted."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(root) / f for f in files
-                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in AUDIO_EXTENSIONS]
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
-
-
 def audio_inputs(inputs: list[str]) -> tuple[list[tuple[str, Path]], list[str]]:
-    """Command-line inputs -> ([(key, path)] in order, [missing inputs]).
-
-    A file's key is its name; a folder's files are keyed by their path relative to the
-    folder (``a/clip.wav``). Two files with the same key raise :class:`UsageError`."""
-    items, missing, owner = [], [], {}
-    for text in inputs:
-        root = Path(text)
-        if root.is_dir():
-            found = [(p.relative_to(root).as_posix(), p) for p in _folder_audio(root)]
-            if not found:
-                print(f"warning: no audio files ({' '.join(AUDIO_EXTENSIONS)}) in {root}", file=sys.stderr)
-        elif root.exists():
-            found = [(root.name, root)]
-        else:
-            missing.append(text)
-            continue
-        for key, path in found:
-            if key in owner:
-                raise UsageError(f"{owner[key]} and {path} would both be reported as {key!r}: "
-                                 "give their folders, or rename one")
-            owner[key] = path
-            items.append((key, path))
+    """Command-line inputs -> ([(key, path)] in order, [missing inputs]) (see
+    :func:`sedweak_runtime.inputs.keyed_inputs`); a folder without audio is warned about.
+    Two files with the same key raise :class:`UsageError`."""
+    try:
+        items, missing, empty = keyed_inputs(inputs)
+    except DuplicateKeyError as err:
+        raise UsageError(str(err)) from None
+    for folder in empty:
+        print(f"warning: no audio files ({' '.join(AUDIO_EXTENSIONS)}) in {folder}", file=sys.stderr)
     return items, missing
 
 

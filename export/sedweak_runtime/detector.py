@@ -8,19 +8,13 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .events import Event, probabilities_to_events
-from .frontend import StreamingLogMel, logmel
+from .frontend import StreamingLogMel
 from .interpreter import open_interpreter
 from .models import StagedModel, StreamingModel
 from .sidecar import read_sidecar
+from .windows import WindowGrid, WindowStitcher
 
 STREAM_PIECE_SECONDS = 0.1   # detect_file(stream=True) feeds the audio in pieces of this length
-
-
-def window_starts(num_frames: int, window_frames: int, hop_frames: int) -> list[int]:
-    """Window start frames covering ``num_frames``; the last window ends at the end."""
-    if num_frames <= window_frames:
-        return [0]
-    return list(range(0, num_frames - window_frames, hop_frames)) + [num_frames - window_frames]
 
 
 def declared_wav_frames(path: Path) -> int | None:
@@ -56,35 +50,62 @@ def declared_wav_frames(path: Path) -> int | None:
         return None
 
 
-def read_audio(path: str | Path, sample_rate_hz: int) -> np.ndarray:
-    """A mono float32 waveform (channels averaged) of a file already at ``sample_rate_hz``.
+BLOCK_SECONDS = 30.0   # read_blocks: seconds per block (about 2 MB of float32 at 16 kHz)
+
+
+def read_blocks(path: str | Path, sample_rate_hz: int, block_seconds: float | None = None
+                ) -> Iterator[np.ndarray]:
+    """The mono float32 waveform (channels averaged) of a file already at ``sample_rate_hz``,
+    in blocks of ``block_seconds`` (default :data:`BLOCK_SECONDS`) read as they are consumed:
+    memory does not grow with the file.
 
     ValueError naming the file when it is unreadable, at another rate (no resampling on the
-    device), empty, truncated (fewer frames than its header announces) or holds NaN / inf."""
+    device), holds NaN / inf, or -- known only at its end, after the blocks before it --
+    is empty or truncated (fewer frames than its header announces)."""
     import soundfile as sf
 
     path = Path(path)
     try:
-        with sf.SoundFile(str(path)) as audio:
-            rate, announced, container = audio.samplerate, audio.frames, audio.format
-            data = audio.read(dtype="float32", always_2d=True)
+        audio = sf.SoundFile(str(path))
     except Exception as err:  # soundfile raises several types; LibsndfileError has the reason alone
         reason = getattr(err, "error_string", None) or str(err)
         raise ValueError(f"{path}: unreadable audio ({' '.join(str(reason).split())})") from None
-    if rate != sample_rate_hz:
-        raise ValueError(f"{path}: sample rate {rate} Hz, the model needs {sample_rate_hz} Hz "
-                         f"(no resampling on the device: convert the file first)")
-    if data.shape[0] == 0:
+    with audio:
+        rate, announced, container = audio.samplerate, audio.frames, audio.format
+        if rate != sample_rate_hz:
+            raise ValueError(f"{path}: sample rate {rate} Hz, the model needs {sample_rate_hz} Hz "
+                             f"(no resampling on the device: convert the file first)")
+        block, total = max(1, int((block_seconds or BLOCK_SECONDS) * rate)), 0
+        while True:
+            try:
+                data = audio.read(block, dtype="float32", always_2d=True)
+            except Exception as err:
+                raise ValueError(f"{path}: unreadable audio at sample {total} ({err})") from None
+            total += data.shape[0]
+            if not np.all(np.isfinite(data)):
+                raise ValueError(f"{path}: NaN or infinite samples")
+            if data.shape[0] < block:
+                _check_length(path, total, announced, container)
+            if data.shape[0]:
+                yield data.mean(axis=1)
+            if data.shape[0] < block:
+                return
+
+
+def _check_length(path: Path, read: int, announced: int, container: str) -> None:
+    if read == 0:
         raise ValueError(f"{path}: empty audio (no samples)")
     # mpg123's length of a VBR MP3 without a Xing header is an estimate: not a truncation test
-    declared = announced if container != "MPEG" else data.shape[0]
+    declared = announced if container != "MPEG" else read
     if container in ("WAV", "WAVEX"):
         declared = max(declared, declared_wav_frames(path) or 0)
-    if data.shape[0] < declared:
-        raise ValueError(f"{path}: truncated audio ({data.shape[0]} of the {declared} frames its header announces)")
-    if not np.all(np.isfinite(data)):
-        raise ValueError(f"{path}: NaN or infinite samples")
-    return data.mean(axis=1)
+    if read < declared:
+        raise ValueError(f"{path}: truncated audio ({read} of the {declared} frames its header announces)")
+
+
+def read_audio(path: str | Path, sample_rate_hz: int) -> np.ndarray:
+    """The whole of :func:`read_blocks` as one array (samples,)."""
+    return np.concatenate(list(read_blocks(path, sample_rate_hz)))
 
 
 class Detector:
@@ -132,39 +153,49 @@ class Detector:
             return self.staged(window)
         return {k: np.asarray(v) for k, v in self._runner(**{self._input["name"]: window}).items()}
 
-    def _run_window(self, x: np.ndarray) -> np.ndarray:
-        """One window of the input shape without batch -> strong (model_frames, classes)."""
-        return self.window_outputs(x)["strong"][0]
-
     def frame_probabilities(self, waveform: np.ndarray) -> np.ndarray:
         """Mono waveform (samples,) at the model rate -> strong (samples // hop // pool, classes)."""
-        if self.streaming is not None:   # the whole file through the streaming step (any length)
-            return np.concatenate(list(self.stream([waveform])))
-        pool, hop_samples = self.meta["time_pooling"], self.features["hop_samples"]
-        window = self.meta["clip_frames"]
-        covered = (window // pool) * pool
-        hop = max(pool, (covered // 2) // pool * pool)
-        frames = len(waveform) // hop_samples
-        out_frames = max(-(-frames // pool), covered // pool)
-        starts = window_starts(out_frames * pool, covered, hop)
-        padded_frames = starts[-1] + window
+        return self.stitched_probabilities([waveform])
+
+    def stitched_probabilities(self, blocks: Iterable[np.ndarray]) -> np.ndarray:
+        """A waveform given in blocks -> strong (samples // hop // pool, classes), holding only
+        a few windows at a time (:mod:`sedweak_runtime.windows`); a streaming file runs its
+        streaming step over the blocks."""
+        if self.streaming is not None:
+            return np.concatenate(list(self.stream(blocks)))
+        hop = self.features["hop_samples"]
         waveform_input = self._input["kind"] == "waveform"
-        if waveform_input:   # windows cut from the waveform on the same frame grid
-            source = np.zeros(max(len(waveform), starts[-1] * hop_samples + self.meta["clip_samples"]), np.float32)
-            source[:len(waveform)] = waveform
+        grid = WindowGrid(self.meta["clip_frames"], self.meta["time_pooling"])
+        if waveform_input:   # rows of hop samples, windows cut on the same frame grid
+            clip_samples = self.meta["clip_samples"]
+            stitcher = WindowStitcher(grid, lambda w: self._run_windows(w.reshape(len(w), -1)[:, :clip_samples]),
+                                      pad_row=0.0, window_rows=-(-clip_samples // hop), batch_size=1)
         else:
-            source = logmel(waveform, self.features)
-            pad = max(0, padded_frames - frames)
-            source = np.concatenate([source, np.full((pad, source.shape[1]), self._input["pad_value"], np.float32)])
-        total = np.zeros((out_frames, len(self.classes)), np.float64)
-        count = np.zeros((out_frames, 1), np.float64)
-        for s in starts:
-            x = (source[s * hop_samples:s * hop_samples + self.meta["clip_samples"]] if waveform_input
-                 else source[s:s + window])
-            probs = self._run_window(x)
-            total[s // pool:s // pool + len(probs)] += probs
-            count[s // pool:s // pool + len(probs)] += 1
-        return (total / np.maximum(count, 1)).astype(np.float32)[:max(1, frames // pool)]
+            stitcher = WindowStitcher(grid, self._run_windows, pad_row=self._input["pad_value"], batch_size=1)
+        front_end, rest, samples = StreamingLogMel(self.features), np.zeros(0, np.float32), 0
+        for block in blocks:
+            block = np.asarray(block, np.float32)
+            samples += len(block)
+            if waveform_input:
+                rest = np.concatenate([rest, block])
+                whole = len(rest) // hop * hop
+                stitcher.push(rest[:whole].reshape(-1, hop))
+                rest = rest[whole:]
+            else:
+                stitcher.push(front_end.push(block))
+        if samples == 0:
+            raise ValueError("no samples")
+        if waveform_input:
+            tail = np.pad(rest, (0, hop - len(rest)))[None] if len(rest) else None
+        else:
+            stitcher.push(front_end.flush())
+            tail = None
+        return stitcher.finish(samples // hop, tail)[0]
+
+    def _run_windows(self, windows: np.ndarray):
+        outputs = [self.window_outputs(x) for x in windows]
+        weak = [o["weak"][0] for o in outputs] if all("weak" in o for o in outputs) else None
+        return np.stack([o["strong"][0] for o in outputs]), None if weak is None else np.stack(weak)
 
     def read_audio(self, path: str | Path) -> np.ndarray:
         """Mono float32 waveform; the file must already be at the model's sample rate (see :func:`read_audio`)."""
@@ -176,10 +207,11 @@ class Detector:
         pieces of :data:`STREAM_PIECE_SECONDS`, as a microphone would (streaming exports only)."""
         if stream and self.streaming is None:
             raise ValueError("stream=True needs a model exported with `sedweak export --streaming`")
-        waveform = self.read_audio(path)
-        if stream:
-            step = max(1, int(round(STREAM_PIECE_SECONDS * self.features["sample_rate_hz"])))
-            probs = np.concatenate(list(self.stream(waveform[i:i + step] for i in range(0, len(waveform), step))))
-        else:
-            probs = self.frame_probabilities(waveform)
+        rate = self.features["sample_rate_hz"]
+        if stream:   # a microphone's pieces
+            step = max(1, int(round(STREAM_PIECE_SECONDS * rate)))
+            blocks = read_blocks(path, rate, block_seconds=step / rate)
+            probs = np.concatenate(list(self.stream(blocks)))
+        else:        # blocks from disk through the window stitcher: flat memory
+            probs = self.stitched_probabilities(read_blocks(path, rate))
         return probabilities_to_events(probs, self.meta, Path(path).name if name is None else name)
