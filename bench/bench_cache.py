@@ -95,7 +95,7 @@ def _time_train_step(frames: int, config, num_steps: int) -> float:
 
     from sedweak.losses import strong_weak_losses
     from sedweak.models.crnn import build_crnn
-    from sedweak.models.presets import get_preset
+    from sedweak.config import get_preset
 
     model_config = get_preset("fast")
     model = build_crnn(model_config, NUM_CLASSES, config.n_mels, frames)

@@ -89,7 +89,7 @@ def _streaming_hop_ms(preset: str, info, runs: int, workdir: Path) -> dict:
 
     from sedweak.export import export_streaming
     from sedweak.models.crnn import forward_crnn
-    from sedweak.models.presets import get_preset
+    from sedweak.config import get_preset
     from sedweak_runtime import Detector, StreamingLogMel
 
     keras.utils.set_random_seed(0)

@@ -54,7 +54,7 @@ def _models(presets: list[str], model_path: str | None, num_classes: int):
     from sedweak.artifacts import ModelInfo, load_model
     from sedweak.config import FeatureConfig, PostprocessConfig
     from sedweak.models.crnn import build_crnn
-    from sedweak.models.presets import get_preset
+    from sedweak.config import get_preset
 
     if model_path:
         model, info = load_model(model_path)

@@ -66,7 +66,7 @@ def parse_set(items: list[str]) -> dict:
 
 
 def _model_config(preset: str, overrides: dict):
-    from sedweak.models.presets import get_preset
+    from sedweak.config import get_preset
 
     return dataclasses.replace(get_preset(preset), **overrides)  # __post_init__ re-validates
 

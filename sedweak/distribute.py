@@ -26,9 +26,10 @@ import logging
 import os
 from typing import Iterator, Mapping, Sequence
 
+from sedweak.config import STRATEGIES
+
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("default", "mirrored", "multiworker", "data_parallel")
 STRATEGY_BACKENDS = {"default": None, "mirrored": "tensorflow", "multiworker": "tensorflow",
                      "data_parallel": "jax"}
 # Layers that stay float32 under mixed precision: the input standardisation sees raw dB

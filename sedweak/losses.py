@@ -3,7 +3,7 @@
 Strong targets may contain ``MASKED`` (-1) where a frame has no strong label: a
 clip with weak labels only, trained the DESED way. Such entries add nothing to the
 loss. The paper's way (clip label repeated on every frame) needs no mask; see
-``sedweak.data.strong_target_for_weak_clip``.
+``loss.weak_clip_strong_target`` and :func:`sedweak.training.targets.build_targets`.
 """
 
 from __future__ import annotations

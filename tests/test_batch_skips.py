@@ -19,7 +19,7 @@ from sedweak.config import FeatureConfig, PostprocessConfig
 @pytest.fixture
 def model_and_audio(tmp_path):
     from sedweak.models.crnn import build_crnn
-    from sedweak.models.presets import get_preset
+    from sedweak.config import get_preset
 
     model = build_crnn(dataclasses.replace(get_preset("fast"), conv_filters=(4, 4, 4), rnn_units=(6,)), 2)
     info = ModelInfo(("a", "b"), FeatureConfig(), PostprocessConfig(), 4, 2.0)

@@ -9,7 +9,7 @@ import pytest
 
 from sedweak.models.complexity import crnn_complexity
 from sedweak.models.crnn import build_crnn
-from sedweak.models.presets import get_preset
+from sedweak.config import get_preset
 
 
 def test_a_tiny_crnn_counted_by_hand():

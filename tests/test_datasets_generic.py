@@ -42,18 +42,22 @@ def data(classes=(), clip_seconds=2.5, **options) -> DataConfig:
 
 
 def test_class_folders_split_by_class_with_a_seed(class_root):
+    """Which clip lands in which role is the seeded shuffle's choice, so it is not written out;
+    what the layout implies is: every audio file once (not notes.md), 4 per class split
+    round(4 * 0.25) = 1 valid, 1 eval, 2 train; id = class/file, label = the folder, one event
+    over the clip (duration from its header: 2, 3, 2, 4 s for 001..004, capped at 2.5 s)."""
     sets = read(class_root, data(**dict(HALF)), ["train", "valid", "eval"])
     ids = {role: set(cs.filenames) for role, cs in sets.items()}
     assert ids["train"] | ids["valid"] | ids["eval"] == {f"{c}/{n}" for c in ("cat", "dog", "siren") for n in SECONDS}
     assert not (ids["train"] & ids["valid"] or ids["train"] & ids["eval"] or ids["valid"] & ids["eval"])
+    offset = {"001.wav": 2.0, "002.wav": 2.5, "003.wav": 2.0, "004.wav": 2.5}
     for role, per_class in (("train", 2), ("valid", 1), ("eval", 1)):
+        clips = sets[role]
         assert sorted(f.split("/")[0] for f in ids[role]) == sorted(["cat", "dog", "siren"] * per_class)
-    train = sets["train"]
-    assert train.filenames == tuple(sorted(ids["train"]))
-    assert train.audio_paths == tuple(class_root / f for f in train.filenames)
-    assert train.weak == {f: [f.split("/")[0]] for f in train.filenames}
-    assert train.strong == {f: [Event(f, 0.0, min(SECONDS[f.split("/")[1]], 2.5), f.split("/")[0])]
-                            for f in train.filenames}
+        assert clips.name == role and clips.filenames == tuple(sorted(ids[role]))
+        assert clips.audio_paths == tuple(class_root / f for f in clips.filenames)
+        assert clips.weak == {f: [f.split("/")[0]] for f in clips.filenames}
+        assert clips.strong == {f: [Event(f, 0.0, offset[f.split("/")[1]], f.split("/")[0])] for f in clips.filenames}
     again = read(class_root, data(**dict(HALF)), ["eval"])["eval"]
     other = read(class_root, data(seed=1, **dict(HALF)), ["eval"])["eval"]
     assert again == sets["eval"] and other != again
@@ -77,13 +81,38 @@ def test_labels_file_with_split_column_reads_exactly(tmp_path, caplog):
     assert "1 of 3 labelled clips have no audio file" in caplog.text and "lost.wav" in caplog.text
 
 
+def test_labels_file_clip_events_span_each_clip(tmp_path):
+    """With clip_events (default) each label is one event from 0 to the clip's duration read from
+    its header (a, sub/c: 2 s; b, d: 3 s), capped at data.clip_seconds (2.5 s); no label, no event."""
+    root = tmp_path / "set"
+    for i, name in enumerate(["a.wav", "b.wav", "sub/c.wav", "d.wav"]):
+        write_clip(root / "clips" / name, 2.0 + i % 2, i)
+    (root / "labels.csv").write_text('filename,labels,split\na.wav,"dog;cat",train\nb.wav,dog,validation\n'
+                                     'sub/c.wav,,test\nd.wav,cat,train\nd.wav,bird,train\n')
+    sets = read(root, data(labels_file="labels.csv", audio_dir="clips"), ["train", "valid", "eval"])
+    assert sets["train"].strong == {
+        "a.wav": [Event("a.wav", 0.0, 2.0, "cat"), Event("a.wav", 0.0, 2.0, "dog")],
+        "d.wav": [Event("d.wav", 0.0, 2.5, "bird"), Event("d.wav", 0.0, 2.5, "cat")]}
+    assert sets["valid"].strong == {"b.wav": [Event("b.wav", 0.0, 2.5, "dog")]}
+    assert sets["eval"].strong == {"sub/c.wav": []}
+    assert sets["eval"].weak == {"sub/c.wav": []}
+
+
 def test_tsv_labels_file_without_split_column_uses_the_seeded_split(tmp_path):
+    """0..7.wav labelled a, b, a, b, ... (i % 2), all 2 s: each label's 4 clips split 2 / 1 / 1
+    (fractions 0.5 / 0.25 / 0.25); weak label and whole-clip event from the file's own row."""
     for i in range(8):
         write_clip(tmp_path / f"{i}.wav", 2.0, i)
     (tmp_path / "meta.tsv").write_text("filename\tlabel\n" + "".join(f"{i}.wav\t{'ab'[i % 2]}\n" for i in range(8)))
     sets = read(tmp_path, data(labels_file="meta.tsv", **dict(HALF)), ["train", "valid", "eval"])
-    assert [len(sets[r]) for r in ("train", "valid", "eval")] == [4, 2, 2]
-    assert sets["eval"].strong == {f: [Event(f, 0.0, 2.0, sets["eval"].weak[f][0])] for f in sets["eval"].filenames}
+    label_of = {f"{i}.wav": "ab"[i % 2] for i in range(8)}
+    for role, per_label in (("train", 2), ("valid", 1), ("eval", 1)):
+        clips = sets[role]
+        assert sorted(label_of[f] for f in clips.filenames) == ["a"] * per_label + ["b"] * per_label
+        assert clips.audio_paths == tuple(tmp_path / f for f in clips.filenames)
+        assert clips.weak == {f: [label_of[f]] for f in clips.filenames}
+        assert clips.strong == {f: [Event(f, 0.0, 2.0, label_of[f])] for f in clips.filenames}
+    assert sorted(f for role in sets for f in sets[role].filenames) == sorted(label_of)
 
 
 def test_errors_name_the_file_and_line(tmp_path, class_root):

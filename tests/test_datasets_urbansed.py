@@ -67,21 +67,59 @@ def data(**options) -> DataConfig:
     return DataConfig(dataset="urbansed", reader_options=tuple(options.items()))
 
 
-def expected(role: str, root: Path, folder: str) -> ClipSet:
-    clips = {f"{n}.wav": ev for n, ev in EVENTS[folder].items() if n != NO_AUDIO}
-    ids = tuple(sorted(clips))
-    return ClipSet(role, tuple(root / "audio" / folder / f for f in ids), ids,
-                   {f: sorted({lab for _, _, lab in clips[f]}) for f in ids},
-                   {f: [Event(f, on, off, lab) for on, off, lab in clips[f]] for f in ids})
+# What the layout above implies, written out by hand: per role, the clips with audio (ids =
+# annotation file stem + ".wav", sorted: "bimodal" < "uniform"), their weak labels (sorted set
+# of event labels) and events (onset, offset, label) by onset. The JAMS "brownnoise" background
+# is not an event; soundscape_test_uniform2 has no audio and is left out.
+GOLDEN = {
+    "train": {"soundscape_train_bimodal1.wav": (["jackhammer"], [(1.0, 2.75, "jackhammer")]),
+              "soundscape_train_uniform0.wav": (["dog_bark", "siren"], [(0.25, 1.5, "dog_bark"), (0.8, 2.0, "siren")]),
+              "soundscape_train_uniform2.wav": (["car_horn", "street_music"],
+                                                [(0.5, 1.0, "car_horn"), (1.5, 3.0, "street_music")])},
+    "valid": {"soundscape_validate_bimodal1.wav": (["gun_shot"], [(0.5, 2.5, "gun_shot")]),
+              "soundscape_validate_uniform0.wav": (["drilling"], [(0.0, 1.25, "drilling")])},
+    "eval": {"soundscape_test_bimodal1.wav": (["engine_idling"], [(0.1, 2.0, "engine_idling")]),
+             "soundscape_test_uniform0.wav": (["air_conditioner", "dog_bark"],
+                                              [(0.3, 1.7, "air_conditioner"), (1.0, 1.5, "dog_bark")])},
+}
+FOLDER = {"train": "train", "valid": "validate", "eval": "test"}
+
+
+def golden(role: str, root: Path, clips: dict | None = None, folder: str | None = None) -> ClipSet:
+    """The ClipSet spelled out in ``GOLDEN[role]`` (audio under ``audio/<folder>``)."""
+    clips = GOLDEN[role] if clips is None else clips
+    folder = FOLDER[role] if folder is None else folder
+    ids = tuple(clips)
+    return ClipSet(role, tuple(root / "audio" / folder / f for f in ids), ids, {f: clips[f][0] for f in ids},
+                   {f: [Event(f, on, off, label) for on, off, label in clips[f][1]] for f in ids})
 
 
 @pytest.mark.parametrize("annotation_format", ["txt", "jams"])
 def test_reads_every_split_exactly(urbansed_root, annotation_format, caplog):
+    """train / validate / test folders -> train / valid / eval roles, clip by clip, from either
+    annotation format; the annotated clip without audio is excluded with one warning."""
     with caplog.at_level(logging.WARNING):
         sets = read(urbansed_root, data(annotation_format=annotation_format), ["train", "valid", "eval"])
-    for role, folder in (("train", "train"), ("valid", "validate"), ("eval", "test")):
-        assert sets[role] == expected(role, urbansed_root, folder)
+    for role in ("train", "valid", "eval"):
+        assert sets[role] == golden(role, urbansed_root)
     assert "1 of 3 labelled clips have no audio file" in caplog.text and NO_AUDIO in caplog.text
+
+
+def test_folder_options_choose_each_roles_folder(urbansed_root):
+    """valid_folder / eval_folder name the folder a role reads: here they swap."""
+    sets = read(urbansed_root, data(valid_folder="test", eval_folder="validate"), ["valid", "eval"])
+    assert sets["valid"] == golden("valid", urbansed_root, GOLDEN["eval"], "test")
+    assert sets["eval"] == golden("eval", urbansed_root, GOLDEN["valid"], "validate")
+
+
+@pytest.mark.parametrize("annotation_format", ["txt", "jams"])
+def test_a_soundscape_without_foreground_events_is_a_clip_without_events(urbansed_root, annotation_format):
+    """An empty .txt, or a JAMS file with only the background, annotates a clip with no event."""
+    name = "soundscape_validate_uniform0"
+    (urbansed_root / "annotations/validate" / f"{name}.txt").write_text("")
+    (urbansed_root / "annotations/validate" / f"{name}.jams").write_text(jams_text([]))
+    valid = read(urbansed_root, data(annotation_format=annotation_format), ["valid"])["valid"]
+    assert valid == golden("valid", urbansed_root, {**GOLDEN["valid"], f"{name}.wav": ([], [])})
 
 
 def test_jams_column_layout_and_plain_label_values(urbansed_root):

@@ -103,6 +103,7 @@ def _run_script(*args: str, env: dict | None = None) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow   # the default suite keeps test_mirrored_splits_each_batch_over_the_replicas
 def test_mirrored_over_two_cpu_devices_matches_single_device_training():
     """Each global batch of 4 is [a, b, a, b]: each replica gets [a, b], so its (unsynchronised)
     BatchNorm statistics equal the global batch's and the maths is the single-device maths."""
@@ -121,6 +122,7 @@ def test_mirrored_splits_each_batch_over_the_replicas():
     assert result["max_weight_diff"] > 100 * TOLERANCE, result
 
 
+@pytest.mark.slow   # 45 s; the default suite trains under JAX in tests/test_backends.py
 def test_jax_data_parallel_over_two_cpu_devices_matches_single_device_training():
     """keras.distribution.DataParallel shards each batch but computes one SPMD program:
     BatchNorm sees the global batch, so even distinct clips give single-device numbers."""

@@ -19,7 +19,7 @@ from sedweak.evaluation import (
     score_tsv,
     tagging_scores,
 )
-from sedweak.labels import Event, LabelError
+from sedweak.labels import Event, LabelError, read_strong_tsv
 
 SED_EVAL_DATA = Path(__file__).parent / "data" / "sed_eval"
 
@@ -91,29 +91,79 @@ def test_street_fold1_event_based_equals_sed_eval_on_its_own_loader(street_fold1
     assert ours["n_ref"] == 142 and ours["n_sys"] == 218
 
 
+BINARY_CONFIG = EvalConfig(segment_seconds=1.0, t_collar_seconds=0.2, percentage_of_length=0.5)
+
+
 def _binary_pairs():
-    # binary1 / binary1_detected: sed_eval's files. binary2 / binary2_detected could not be
-    # retrieved: stand-in pair (empty reference, one detection), see tests/data/sed_eval/README.md.
+    """binary1 / binary1_detected: sed_eval's files. binary2 / binary2_detected could not be
+    retrieved: a stand-in pair stored as DESED TSVs, read with sedweak's reader (see
+    tests/data/sed_eval/README.md)."""
     reference = load_sed_eval_txt(SED_EVAL_DATA / "binary1.txt", "binary1")
     estimated = load_sed_eval_txt(SED_EVAL_DATA / "binary1_detected.txt", "binary1")
-    reference["binary2"] = []
-    estimated["binary2"] = [Event("binary2", 1.0, 2.5, "event1")]
+    reference.update(read_strong_tsv(SED_EVAL_DATA / "binary2_standin.tsv", ["event1"]))
+    estimated.update(read_strong_tsv(SED_EVAL_DATA / "binary2_standin_detected.tsv", ["event1"]))
     return reference, estimated
+
+
+def test_binary2_standin_tsvs_read_as_a_clip_without_events_and_one_detection():
+    """The reference row with only a file name is a listed clip with no event (so its
+    detections are scored as insertions); the estimate is one 1.0-2.5 s event."""
+    reference, estimated = _binary_pairs()
+    assert reference == {"binary1": [Event("binary1", 1.2, 2.3, "event1")], "binary2": []}
+    assert estimated == {"binary1": [Event("binary1", 1.3, 2.2, "event1")],
+                         "binary2": [Event("binary2", 1.0, 2.5, "event1")]}
 
 
 def test_binary_pairs_match_sed_eval_test_binary():
     reference, estimated = _binary_pairs()
-    assert reference["binary1"] == [Event("binary1", 1.2, 2.3, "event1")]
     # sed_eval's test_binary: SegmentBasedMetrics(time_resolution=1.0) and
     # EventBasedMetrics(t_collar=0.20), i.e. onset + offset with percentage_of_length 0.5
-    config = EvalConfig(segment_seconds=1.0, t_collar_seconds=0.2, percentage_of_length=0.5)
-    result = evaluate_detection(reference, estimated, ["event1"], config)
+    result = evaluate_detection(reference, estimated, ["event1"], BINARY_CONFIG)
     assert result["segment"]["accuracy"] == pytest.approx(0.666666666, abs=1e-8)
     assert result["segment"]["error_rate"] == 1.0
     assert result["segment"]["f1"] == pytest.approx(0.66666666, abs=1e-8)
     assert result["event"]["error_rate"] == pytest.approx(0.9999999999999999, abs=1e-12)
     assert result["event"]["f1"] == pytest.approx(2 / 3, abs=1e-12)
     assert result["event"]["per_class"]["event1"]["f1"] == pytest.approx(2 / 3, abs=1e-12)
+
+
+def test_binary_pairs_equal_sed_eval_run_directly():
+    """sed_eval's metric classes, run here without sedweak's adapter, on the same pairs in the
+    same file order (binary1 through sed_eval's own loader, the stand-in as plain event lists:
+    an empty reference and one detection) with the settings ``evaluate_detection`` passes for
+    ``BINARY_CONFIG``. Every overall and per-class number sedweak reports equals sed_eval's
+    exactly (no NaN / Nref = 0 rule applies: Nref > 0 overall and for event1)."""
+    import sed_eval
+
+    reference, estimated = _binary_pairs()
+    ours = evaluate_detection(reference, estimated, ["event1"], BINARY_CONFIG)
+    segment = sed_eval.sound_event.SegmentBasedMetrics(event_label_list=["event1"], time_resolution=1.0)
+    event = sed_eval.sound_event.EventBasedMetrics(event_label_list=["event1"], t_collar=0.2,
+                                                   percentage_of_length=0.5, evaluate_onset=True,
+                                                   evaluate_offset=True)
+    pairs = [(sed_eval.io.load_event_list(str(SED_EVAL_DATA / "binary1.txt")),
+              sed_eval.io.load_event_list(str(SED_EVAL_DATA / "binary1_detected.txt"))),
+             ([], [{"event_label": "event1", "onset": 1.0, "offset": 2.5}])]
+    for ref, est in pairs:
+        segment.evaluate(reference_event_list=ref, estimated_event_list=est)
+        event.evaluate(reference_event_list=ref, estimated_event_list=est)
+    for level, metrics in (("segment", segment), ("event", event)):
+        overall = metrics.results_overall_metrics()
+        theirs = {**overall["error_rate"], "f1": overall["f_measure"]["f_measure"],
+                  "precision": overall["f_measure"]["precision"], "recall": overall["f_measure"]["recall"],
+                  "n_ref": metrics.overall["Nref"], "n_sys": metrics.overall["Nsys"]}
+        if level == "segment":
+            theirs["accuracy"] = overall["accuracy"]["accuracy"]
+        assert {key: ours[level][key] for key in theirs} == theirs, level
+        cw = metrics.results_class_wise_metrics()["event1"]
+        assert ours[level]["per_class"]["event1"] == {
+            "f1": cw["f_measure"]["f_measure"], "precision": cw["f_measure"]["precision"],
+            "recall": cw["f_measure"]["recall"], "error_rate": cw["error_rate"]["error_rate"],
+            "n_ref": cw["count"]["Nref"], "n_sys": cw["count"]["Nsys"]}, level
+    # what the stand-in was chosen for: sed_eval's pinned test_binary numbers (README)
+    assert segment.overall["Nref"] == 2 and segment.overall["Nsys"] == 4  # 1 s segments 1, 2 of each clip
+    assert segment.results_overall_metrics()["accuracy"]["sensitivity"] == 1.0
+    assert segment.results_overall_metrics()["accuracy"]["specificity"] == 0.5
 
 
 # ----------------------------------------------------------------------------- NaN and edge rules

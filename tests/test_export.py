@@ -69,7 +69,7 @@ def test_dynamic_quantizes_weights_of_a_real_size_model(tmp_path):
     from sedweak.artifacts import ModelInfo
     from sedweak.export import buffer_sizes, check_tflite, export_tflite
     from sedweak.models.crnn import build_crnn
-    from sedweak.models.presets import get_preset
+    from sedweak.config import get_preset
 
     info = ModelInfo(("a", "b"), FeatureConfig(), PostprocessConfig(), 4, 2.0)
     model = build_crnn(get_preset("fast"), 2)

@@ -14,7 +14,7 @@ from sedweak.config import FeatureConfig, ModelConfig, PostprocessConfig
 from sedweak.losses import MASKED, MaskedBinaryCrossentropy, strong_weak_losses
 from sedweak.models.crnn import OUTPUT_KEYS, build_crnn
 from sedweak.models.layers import ConvBlock, L2Normalize, WeakPooling
-from sedweak.models.presets import PRESETS, get_preset
+from sedweak.config import PRESETS, get_preset
 
 TINY = ModelConfig(preset="tiny", conv_filters=(4, 4, 4), conv_pool_freq=(4, 4, 4),
                    conv_pool_time=(2, 2, 1), dropout_rate=0.0, rnn_units=(4,), embedding_dim=8)
@@ -145,7 +145,7 @@ def test_conv_block_config_round_trip_and_shape(activation):
 
 
 def test_conv_block_rejects_unknown_activation():
-    with pytest.raises(ValueError, match="relu' or 'glu"):
+    with pytest.raises(ValueError, match=r"activation must be one of \('relu', 'glu'\), got 'tanh'"):
         ConvBlock(4, activation="tanh")
 
 

@@ -59,7 +59,7 @@ def test_atomic_writes_get_the_umask_mode_not_0600(tmp_path):
 @pytest.fixture
 def tiny_model_path(tmp_path):
     from sedweak.models.crnn import build_crnn
-    from sedweak.models.presets import get_preset
+    from sedweak.config import get_preset
 
     model = build_crnn(dataclasses.replace(get_preset("fast"), conv_filters=(4, 4, 4), rnn_units=(6,)), 2)
     return save_model(model, tmp_path / "m.keras", ModelInfo(("a", "b"), FeatureConfig(), PostprocessConfig(), 4, 2.0))

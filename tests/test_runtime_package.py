@@ -30,7 +30,7 @@ def _tiny_model_and_info():
     from sedweak.artifacts import ModelInfo
     from sedweak.config import FeatureConfig, PostprocessConfig
     from sedweak.models.crnn import build_crnn
-    from sedweak.models.presets import get_preset
+    from sedweak.config import get_preset
 
     config = dataclasses.replace(get_preset("fast"), conv_filters=(4, 4, 4), rnn_units=(6,))
     return build_crnn(config, 3), ModelInfo(("a", "b", "c"), FeatureConfig(), PostprocessConfig(), 4, 2.0)

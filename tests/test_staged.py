@@ -103,6 +103,7 @@ def test_staged_export_errors(tmp_path):
         export_staged(model, info, tmp_path / "c.tflite", "float32", steps=0)
 
 
+@pytest.mark.slow   # .ci/run exports the demo model to int8 through the CLI on every run
 def test_cli_int8_without_streaming_writes_a_staged_file(tmp_path):
     from click.testing import CliRunner
 
@@ -160,7 +161,7 @@ def test_staged_dynamic_stores_int8_weights_and_stays_close(tmp_path):
     from sedweak.export import flatbuffer_tensor_types
     from sedweak.export.staged import export_staged, run_staged_file
     from sedweak.models.crnn import build_crnn
-    from sedweak.models.presets import get_preset
+    from sedweak.config import get_preset
 
     model = build_crnn(get_preset("fast"), 3)               # Keras init; tensors > 1024 elements get int8
     info = ModelInfo(("a", "b", "c"), FeatureConfig(), PostprocessConfig(), 4, 2.0)

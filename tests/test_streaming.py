@@ -42,7 +42,7 @@ def _randomize(model, seed: int = 0):
 
 def _tiny(bidirectional: bool):
     from sedweak.models.crnn import build_crnn
-    from sedweak.models.presets import get_preset
+    from sedweak.config import get_preset
     from sedweak.models.crnn import forward_crnn
 
     config = dataclasses.replace(get_preset("fast"), conv_filters=(4, 4, 4), rnn_units=(6, 5))

@@ -17,6 +17,9 @@ import importlib
 from pathlib import Path
 from typing import Sequence
 
+from sedweak.config import DATASETS
+
+# name (one of sedweak.config.DATASETS, where recipes are validated) -> "module:function"
 READERS: dict[str, str] = {
     "folder": "sedweak.datasets.folder:read",
     "synth": "sedweak.datasets.folder:read",  # synthesized into the DESED folder layout
@@ -27,6 +30,10 @@ READERS: dict[str, str] = {
     "urbansound8k": "sedweak.datasets.urbansound8k:read",  # UrbanSound8K slices, split by fold
     "generic": "sedweak.datasets.generic:read",  # class subfolders or a filename,label(s) CSV/TSV
 }
+
+
+if set(READERS) != set(DATASETS):  # pragma: no cover - a developer's slip, caught at import
+    raise ImportError(f"readers {sorted(READERS)} and sedweak.config.DATASETS {sorted(DATASETS)} differ")
 
 
 def reader_names() -> list[str]:

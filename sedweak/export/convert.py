@@ -1,7 +1,7 @@
 """SavedModel -> TFLite flatbuffer with builtin ops only, in one of the export modes,
 and the quantization rules every file obeys.
 
-Route (GUIDE §5): fixed batch-1 ``tf.function`` signatures through
+Route (export/README.md): fixed batch-1 ``tf.function`` signatures through
 ``keras.export.ExportArchive`` -> SavedModel -> ``TFLiteConverter.from_saved_model``
 (``from_keras_model`` fails on the GRU's TensorList ops).
 
@@ -103,8 +103,8 @@ def _keep_float(converter, scopes: tuple[str, ...]) -> bytes:
 
     TensorFlow's own selective quantization: ``QuantizationDebugger`` calibrates once,
     then re-quantizes with those tensors denylisted. Used for the log-mel front end
-    (GUIDE §5: quantized it is off by 33-90 dB; kept float it matches the float file,
-    1e-3 dB) and the weak pooling head (linear-softmax divides by sum(p), which int8
+    (quantized, it is off by tens of dB; kept float, it matches the float file: see
+    export/README.md) and the weak pooling head (linear-softmax divides by sum(p), which int8
     rounds to its zero point on silence: the DIV kernel then aborts the invoke).
     """
     import tensorflow as tf

@@ -2,7 +2,7 @@
 included, and convertible to full-integer int8.
 
 The whole-clip graph of :mod:`sedweak.export.whole_clip` keeps the GRU as a WHILE loop, which
-the int8 calibrator cannot run (segfault, GUIDE §5); the streaming step of
+the int8 calibrator cannot run (it segfaults: export/README.md); the streaming step of
 :mod:`sedweak.export.streaming` has no loop but is exact for forward-only models only.
 A *staged* file cuts the model where the recurrence needs the whole clip: one
 ``.tflite`` with several signatures (batch 1, static shapes), each loop-free:

@@ -7,7 +7,7 @@ use it, and it costs weights).
 Input kinds:
   ``logmel``    (1, clip_frames, n_mels) float32 dB, features computed outside;
   ``waveform``  (1, clip_samples) float32, the :class:`LogMel` front end inside the
-                graph, always float32 (quantizing it destroys it, GUIDE §5).
+                graph, always float32 (quantized, it is off by tens of dB: export/README.md).
 
 Modes ``float32``, ``float16`` and ``dynamic``; full-integer ``int8`` needs a loop-free
 graph (the calibrator segfaults on any WHILE): the staged file
@@ -64,15 +64,15 @@ def export_tflite(model, info: ModelInfo, out: str | Path, mode: str = "float32"
     """Convert ``model`` and write ``out`` (.tflite) plus ``out.json``. Returns ``out``.
 
     ``dynamic`` with ``waveform_input`` is refused: dynamic-range quantization of the
-    in-graph mel matmul ruins the front end (88 dB error measured, GUIDE §5).
+    in-graph mel matmul ruins the front end (export/README.md, "Front end in int8").
     """
     if mode not in WHOLE_CLIP_MODES:
         raise ValueError(f"--mode {mode}: this whole-clip graph keeps the GRU as a WHILE loop, which the int8 "
                          "calibrator cannot run (segfault); use sedweak.export.export_staged (what "
                          "`sedweak export --mode int8` does) or a --streaming export")
     if mode == "dynamic" and waveform_input:
-        raise ValueError("--mode dynamic would quantize the in-graph log-mel front end (GUIDE §5: 88 dB "
-                         "error); export log-mel input for dynamic, or use float32/float16 with --waveform-input")
+        raise ValueError("--mode dynamic would quantize the in-graph log-mel front end, which ruins it; export "
+                         "log-mel input for dynamic, or use float32/float16 with --waveform-input")
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="sedweak-export-") as tmp:
         flatbuffer = convert_saved_model(write_saved_model(model, info, waveform_input, Path(tmp) / "sm"), mode)

@@ -46,7 +46,7 @@ def build_crnn(config: ModelConfig, num_classes: int, n_mels: int = 64,
             x = layers.GRU(units, return_sequences=True, name=f"gru_{i}")(x)
     for i, units in enumerate(config.dense_units):
         # A plain Dense on (B, T', D) is time-distributed maths without TimeDistributed's
-        # per-frame op expansion in Keras 3 (GUIDE §5).
+        # per-frame op expansion in Keras 3 (README.md, "Dependency notes").
         x = layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
         x = layers.Dropout(config.dropout_rate, name=f"dense_dropout_{i}")(x)
     strong = layers.Dense(num_classes, activation="sigmoid", name="strong")(x)          # (B, T', K)

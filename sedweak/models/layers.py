@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-POOLING_MODES = ("max", "mean", "attention", "linear_softmax")
+from sedweak.config import CONV_ACTIVATIONS, WEAK_POOLINGS
 
 
 @keras.saving.register_keras_serializable(package="sedweak")
@@ -24,8 +24,8 @@ class ConvBlock(layers.Layer):
     def __init__(self, filters: int, kernel_size: int = 3, pool_time: int = 1, pool_freq: int = 2,
                  activation: str = "relu", dropout_rate: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        if activation not in ("relu", "glu"):
-            raise ValueError(f"activation must be 'relu' or 'glu', got {activation!r}")
+        if activation not in CONV_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {CONV_ACTIVATIONS}, got {activation!r}")
         self.filters = filters
         self.kernel_size = kernel_size
         self.pool_time = pool_time
@@ -79,8 +79,8 @@ class WeakPooling(layers.Layer):
 
     def __init__(self, mode: str = "linear_softmax", num_classes: int = 1, **kwargs):
         super().__init__(**kwargs)
-        if mode not in POOLING_MODES:
-            raise ValueError(f"pooling mode must be one of {POOLING_MODES}, got {mode!r}")
+        if mode not in WEAK_POOLINGS:
+            raise ValueError(f"pooling mode must be one of {WEAK_POOLINGS}, got {mode!r}")
         self.mode = mode
         self.num_classes = num_classes
         self.attention = layers.Dense(num_classes, name="attention") if mode == "attention" else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from sedweak.config import ConfigError, ModelConfig
+from sedweak.config.schema import ConfigError, ModelConfig
 
 PRESETS: dict[str, ModelConfig] = {
     # Adavanne & Virtanen (DCASE 2017 task 4): three 64-filter conv layers pooling over
@@ -24,7 +24,7 @@ PRESETS: dict[str, ModelConfig] = {
         embedding_dim=64,
     ),
     # Small and fast for 2-core CPUs: few channels in the first block (the conv stack
-    # dominates the step time, GUIDE §5) and 4x time pooling (25 frames/s, 40 ms).
+    # dominates the step time: bench/bench_training.py) and 4x time pooling (25 frames/s, 40 ms).
     "fast": ModelConfig(
         preset="fast",
         conv_filters=(16, 32, 64),

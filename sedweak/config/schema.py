@@ -1,20 +1,22 @@
-"""Typed, frozen experiment configuration loaded strictly from recipe YAML.
-
-One dataclass per concern. Units are part of the field names. ``load_config``
-rejects unknown keys and wrong types, applies dotted ``section.key=value``
-overrides, and ``save_config`` writes the fully resolved config next to a run.
+"""The configuration's schema: one frozen dataclass per concern, units in the names,
+and the allowed values of every choice, each list with one home here (layers, readers,
+the CLI and export import them from here; nothing here imports the rest of sedweak).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
-import yaml
+# Allowed values, one home each.
+DATASETS = ("audioset", "dcase2017_task4", "desed", "folder", "generic", "synth", "urbansed", "urbansound8k")
+WEAK_POOLINGS = ("max", "mean", "attention", "linear_softmax")
+CONV_ACTIVATIONS = ("relu", "glu")
+STRATEGIES = ("default", "mirrored", "multiworker", "data_parallel")
+SAMPLINGS = ("shuffle", "balanced")
+CLASS_WEIGHTINGS = ("none", "inverse_frequency", "sqrt_inverse")
+EXPORT_MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
+EXPORT_GRAPHS = ("auto", "whole_clip", "staged", "streaming")
 
 
 class ConfigError(ValueError):
@@ -102,9 +104,7 @@ class DataConfig:
     reader_options: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self) -> None:
-        from sedweak.datasets.registry import reader_names
-
-        _check(self.dataset in reader_names(), f"data.dataset must be one of {reader_names()}, got {self.dataset!r}")
+        _check(self.dataset in DATASETS, f"data.dataset must be one of {list(DATASETS)}, got {self.dataset!r}")
         _check(self.label_type in ("strong", "weak"), "data.label_type must be 'strong' or 'weak'")
         _check(self.clip_seconds > 0, "data.clip_seconds must be > 0")
         _check(len(set(self.classes)) == len(self.classes), "data.classes has duplicates")
@@ -154,9 +154,10 @@ class ModelConfig:
         n = len(self.conv_filters)
         _check(len(self.conv_pool_freq) == n and len(self.conv_pool_time) == n,
                "model: conv_filters, conv_pool_freq and conv_pool_time need the same length")
-        _check(self.conv_activation in ("relu", "glu"), "model.conv_activation must be relu or glu")
-        _check(self.weak_pooling in ("max", "mean", "attention", "linear_softmax"),
-               f"model.weak_pooling must be max, mean, attention or linear_softmax, got {self.weak_pooling!r}")
+        _check(self.conv_activation in CONV_ACTIVATIONS,
+               f"model.conv_activation must be one of {CONV_ACTIVATIONS}, got {self.conv_activation!r}")
+        _check(self.weak_pooling in WEAK_POOLINGS,
+               f"model.weak_pooling must be one of {WEAK_POOLINGS}, got {self.weak_pooling!r}")
         _check(0.0 <= self.dropout_rate < 1.0, "model.dropout_rate must be in [0, 1)")
         _check(self.embedding_dim > 0, "model.embedding_dim must be > 0")
 
@@ -200,7 +201,7 @@ class TrainConfig:
     # weak-only training or a loss-weight sweep.
     select_epoch: str = "best_val_loss"
     seed: int = 0
-    jit_compile: bool = False  # XLA on CPU: minutes of compilation and OOM (GUIDE §5)
+    jit_compile: bool = False  # XLA on CPU: minutes of compilation, then out of memory (bench/README.md)
     fast_dev_run: bool = False  # a couple of batches, one epoch: a smoke run of a recipe
     # "shuffle": each clip once per epoch; "balanced": AudioSet-style, classes round-robin then
     # a clip containing the class (sedweak.datasets.sampling).
@@ -218,15 +219,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.batch_size > 0 and self.epochs > 0, "train.batch_size and train.epochs must be > 0")
-        _check(self.sampling in ("shuffle", "balanced"), "train.sampling must be 'shuffle' or 'balanced'")
-        _check(self.class_weighting in ("none", "inverse_frequency", "sqrt_inverse"),
-               "train.class_weighting must be none, inverse_frequency or sqrt_inverse")
+        _check(self.sampling in SAMPLINGS, f"train.sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+        _check(self.class_weighting in CLASS_WEIGHTINGS,
+               f"train.class_weighting must be one of {CLASS_WEIGHTINGS}, got {self.class_weighting!r}")
         _check(self.learning_rate > 0, "train.learning_rate must be > 0")
         _check(self.select_epoch in ("best_val_loss", "last"), "train.select_epoch must be 'best_val_loss' or 'last'")
         _check(self.learning_rate_schedule in ("cosine", "constant"),
                "train.learning_rate_schedule must be 'cosine' or 'constant'")
-        from sedweak.distribute import STRATEGIES
-
         _check(self.strategy in STRATEGIES, f"train.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
 
 
@@ -277,11 +276,6 @@ class CacheConfig:
         _check(self.num_workers >= 0, "cache.num_workers must be >= 0")
         _check(self.in_memory_max_mb >= 0, "cache.in_memory_max_mb must be >= 0")
         _check(self.flush_every_clips > 0, "cache.flush_every_clips must be > 0")
-
-
-# Allowed values with one home (the CLI and sedweak.export import them from here).
-EXPORT_MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
-EXPORT_GRAPHS = ("auto", "whole_clip", "staged", "streaming")
 
 
 @dataclass(frozen=True)
@@ -338,166 +332,3 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-# ----------------------------------------------------------------------------- loading
-
-
-def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
-    """Build dataclass ``cls`` from a nested mapping, strictly (unknown keys are errors)."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
-    data = dict(data)
-    base = None
-    if cls is ModelConfig and "preset" in data:
-        from sedweak.models.presets import get_preset
-
-        base = get_preset(str(data["preset"]))
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}" if where else name)
-    if base is not None:
-        return dataclasses.replace(base, **kwargs)
-    return cls(**kwargs)
-
-
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value or {}, where)
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if isinstance(value, Mapping) and args and args[-1] is Ellipsis and typing.get_origin(args[0]) is tuple:
-            value = list(value.items())  # {Speech: 0.3} -> (("Speech", 0.3),)
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-        if len(args) != len(value):
-            raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
-        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for arg in typing.get_args(hint):
-            if arg is type(None) and value is None:
-                return None
-            try:
-                return _coerce(arg, value, where)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(f"{where}: {value!r} matches none of {hint}")
-    if hint is object:  # free-form YAML value, validated by whoever consumes it
-        return tuple(value) if isinstance(value, list) else value
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover
-
-
-def parse_overrides(overrides: Sequence[str]) -> dict:
-    """``["train.epochs=3", "model.conv_filters=[8,8]"]`` -> nested dict (values parsed as YAML)."""
-    nested: dict = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected section.key=value")
-        key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
-        if not all(parts):
-            raise ConfigError(f"override {item!r}: empty key part")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
-        node = nested
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part} is not a section")
-        _check_section_override(item, parts, value)
-        node[parts[-1]] = value
-    return nested
-
-
-def _check_section_override(item: str, parts: Sequence[str], value: Any) -> None:
-    """Refuse ``train=3``: a section given a plain value (it would otherwise be reported
-    against whichever later override descends into it)."""
-    cls: Any = Config
-    for part in parts:
-        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
-        if part not in hints:
-            return  # unknown keys are reported by from_dict, with the known ones
-        cls = hints[part]
-    if dataclasses.is_dataclass(cls) and not isinstance(value, Mapping):
-        key = ".".join(parts)
-        example = dataclasses.fields(cls)[0].name
-        raise ConfigError(f"override {item!r}: {key} is a section, not a value; set one of its keys "
-                          f"(e.g. {key}.{example}=...)")
-
-
-def _merge(base: dict, extra: Mapping) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(dict(out[key]), value)
-        else:
-            out[key] = value
-    return out
-
-
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Load a recipe YAML (or the defaults when ``path`` is None) and apply overrides."""
-    raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: recipe file not found")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of sections")
-    raw = _merge(raw, parse_overrides(overrides))
-    try:
-        return from_dict(Config, raw)
-    except ConfigError as err:
-        where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}{err}") from None
-
-
-def to_dict(config: Any) -> dict:
-    """Plain nested dict (tuples become lists) suitable for YAML/JSON."""
-
-    def convert(value: Any) -> Any:
-        if dataclasses.is_dataclass(value):
-            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, tuple):
-            if value and all(isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value):
-                return {k: convert(v) for k, v in value}
-            return [convert(v) for v in value]
-        return value
-
-    return convert(config)
-
-
-def save_config(config: Config, path: str | Path) -> Path:
-    """Write the resolved config as YAML, atomically."""
-    from sedweak.io_utils import atomic_write_text
-
-    return atomic_write_text(Path(path), yaml.safe_dump(to_dict(config), sort_keys=False))
