@@ -13,11 +13,12 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["sedweak", "sedweak.*"]) + ["sedweak_runtime"],
-    # the device runtime (also its own distribution: export/pyproject.toml)
-    package_dir={"sedweak_runtime": "export/sedweak_runtime"},
-    package_data={"sedweak": ["data/*.yaml", "data/soundbank/*.csv", "data/soundbank/*.md",
-                              "data/soundbank/*/*/*.flac"]},
+    packages=find_packages(include=["sedweak", "sedweak.*"]) + ["sedweak.recipes", "sedweak_runtime"],
+    # recipes/ is the package's recipe folder (one source, browsed at the top level);
+    # the device runtime is also its own distribution (export/pyproject.toml).
+    package_dir={"sedweak.recipes": "recipes", "sedweak_runtime": "export/sedweak_runtime"},
+    package_data={"sedweak": ["assets/soundbank/*.csv", "assets/soundbank/*.md", "assets/soundbank/*/*/*.flac"],
+                  "sedweak.recipes": ["*.yaml", "*.md"]},
     install_requires=[
         # CPU wheel: no CUDA libraries to download; the same API as `tensorflow`.
         # On a GPU box install `tensorflow[and-cuda]` instead (see README).

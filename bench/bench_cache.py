@@ -67,8 +67,8 @@ def _time_builds(paths: list[Path], folder: Path, config) -> list[dict]:
 
 def _pipeline_batches(features, weak: np.ndarray, time_pooling: int):
     from sedweak.config import AugmentConfig
-    from sedweak.datasets.batches import ClipBatches
-    from sedweak.datasets.sampling import class_weights
+    from sedweak.training.batches import ClipBatches
+    from sedweak.training.sampling import class_weights
 
     model_frames = features.shape[1] // time_pooling
     strong = np.repeat(weak[:, None, :], model_frames, axis=1)

@@ -117,7 +117,7 @@ def _streaming_hop_ms(preset: str, info, runs: int, workdir: Path) -> dict:
 
 
 def bench_run(name: str, run_dir: Path, runs: int, workdir: Path) -> dict:
-    from sedweak.artifacts import load_model
+    from sedweak.models.saving import load_model
     from sedweak.export.calibration import fit_window
     from sedweak.features import logmel_librosa
     from sedweak.inference import predict_files
@@ -169,7 +169,7 @@ def _with_pooling(model, config, pooling: str):
 
 def crash_matrix(run_dir: Path, folder: Path, workdir: Path) -> dict:
     """Every pooling x variant file of the run's model on every clip of ``folder``."""
-    from sedweak.artifacts import load_model
+    from sedweak.models.saving import load_model
     from sedweak.config import load_config
     from sedweak.inference import audio_files
     from sedweak_runtime import Detector
@@ -202,7 +202,7 @@ def weak_head_study(run_dir: Path, folder: Path, workdir: Path) -> dict:
     import sedweak.export.staged as staged
     from keras import ops
 
-    from sedweak.artifacts import load_model
+    from sedweak.models.saving import load_model
     from sedweak.export.calibration import calibration_logmels, fit_window
     from sedweak.export.graph import strong_head
     from sedweak.features import logmel_librosa

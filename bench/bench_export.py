@@ -51,7 +51,7 @@ def _models(presets: list[str], model_path: str | None, num_classes: int):
     """Yields (name, keras model, ModelInfo): random-init presets on 10 s clips, or a trained file."""
     import keras
 
-    from sedweak.artifacts import ModelInfo, load_model
+    from sedweak.models.saving import ModelInfo, load_model
     from sedweak.config import FeatureConfig, PostprocessConfig
     from sedweak.models.crnn import build_crnn
     from sedweak.config import get_preset

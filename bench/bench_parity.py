@@ -99,10 +99,10 @@ def _variants(model, info, workdir: Path, chunks, calibration, lookaheads=(0,), 
 
 
 def parity(model_path: str, config_path: str, chunks, runs: int, lookaheads=(0,), gru_steps=()) -> dict:
-    from sedweak.artifacts import load_model
+    from sedweak.models.saving import load_model
     from sedweak.audio import load_audio
     from sedweak.config import load_config
-    from sedweak.data_prep import prepare_data
+    from sedweak.datasets.prepare import prepare_data
     from sedweak.export.calibration import calibration_logmels, calibration_waveforms, fit_waveform
 
     model, info = load_model(model_path)

@@ -1,6 +1,6 @@
 """CRNN training-step and inference time on 10 s clips (1000 frames x 64 mels, 10 classes),
 per model preset. The model is built with ``build_crnn`` and compiled as
-``sedweak.training._compile`` does (Adam 1e-3, masked BCE on strong and weak, loss
+``sedweak.training.compile_model`` does (Adam 1e-3, masked BCE on strong and weak, loss
 weights 1/1, no loss on the embedding, ``jit_compile=False``); random batches go
 through ``train_on_batch`` (warm-up steps excluded) and single clips through
 ``predict_on_batch``. Op determinism is on, as ``sedweak.training.fit`` sets it.
@@ -72,10 +72,10 @@ def _model_config(preset: str, overrides: dict):
 
 
 def _build(model_config, n_mels: int, num_frames: int, learning_rate: float):
-    """The CRNN compiled like ``sedweak.training._compile`` with the default loss/train config."""
+    """The CRNN compiled like ``sedweak.training.compile_model`` with the default loss/train config."""
     from sedweak.config import Config, LossConfig, TrainConfig
     from sedweak.models.crnn import build_crnn
-    from sedweak.training import _compile
+    from sedweak.training import compile_model
 
     config = Config()
     config = dataclasses.replace(
@@ -83,7 +83,7 @@ def _build(model_config, n_mels: int, num_frames: int, learning_rate: float):
         loss=dataclasses.replace(LossConfig(), strong_weight=1.0, weak_weight=1.0),
         train=dataclasses.replace(TrainConfig(), learning_rate=learning_rate, jit_compile=False))
     model = build_crnn(model_config, NUM_CLASSES, n_mels, num_frames)
-    _compile(model, config)
+    compile_model(model, config)
     return model
 
 

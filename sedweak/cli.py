@@ -72,9 +72,9 @@ def train(recipe, workdir, overrides, resume, fast_dev_run):
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the metrics here.")
 def evaluate(model, recipe, overrides, split, workdir, json_out):
     """Evaluate MODEL on a dataset split (tagging, segment- and event-based metrics)."""
-    from sedweak.artifacts import load_model
-    from sedweak.data_prep import prepare_data
-    from sedweak.evaluate import evaluate_split
+    from sedweak.models.saving import load_model
+    from sedweak.datasets.prepare import prepare_data
+    from sedweak.evaluation.split import evaluate_split
     from sedweak.evaluation import markdown_table, per_class_markdown
     from sedweak.io_utils import atomic_write_json, check_writable
 
@@ -132,7 +132,7 @@ def score(reference, estimated, json_out, segment_seconds, collar_seconds, class
 @click.option("--strict", is_flag=True, help="Exit non-zero when any file was skipped (the TSV of the others is still written).")
 def predict(model, inputs, out, frames, strict):
     """Detect events in audio files or folders of any length."""
-    from sedweak.artifacts import load_model
+    from sedweak.models.saving import load_model
     from sedweak.inference import keyed_audio_files, predict_files, save_frame_probabilities
     from sedweak.io_utils import check_writable
     from sedweak.labels import write_strong_tsv
@@ -169,7 +169,7 @@ def predict(model, inputs, out, frames, strict):
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE")
 def synth(recipe, out, overrides):
     """Synthesize soundscapes (audio + DESED TSVs) from RECIPE's sound bank."""
-    from sedweak.data_prep import synthesize_if_needed
+    from sedweak.datasets.prepare import synthesize_if_needed
 
     try:
         config = _config(recipe, overrides)
@@ -193,7 +193,7 @@ def synth(recipe, out, overrides):
 @click.option("--fast-dev-run", is_flag=True, help="A few clips, two batches, one epoch per run.")
 def sweep(recipe, workdir, grids, pairs, paper_pairs, seeds, jobs, overrides, fast_dev_run):
     """Train RECIPE at every point x seed; table of mean ± 95 % CI per point."""
-    from sedweak.sweep import (
+    from sedweak.training.sweep import (
         describe,
         points_from_options,
         run_sweep,
@@ -230,6 +230,45 @@ def demo(workdir, overrides, fast_dev_run):
     click.echo(report.read_text())
 
 
+@main.group(invoke_without_command=True)
+@click.pass_context
+def recipes(ctx):
+    """List the shipped recipes (`sedweak recipes copy NAME DIR` starts your own)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from sedweak.recipes import recipe_dir, recipe_names, recipe_summary
+
+    width = max(map(len, recipe_names()))
+    for name in recipe_names():
+        click.echo(f"{name:<{width}}  {recipe_summary(name)}")
+    click.echo(f"\n(in {recipe_dir()}; run one with `sedweak train $(sedweak recipes path NAME) --workdir DIR`)")
+
+
+@recipes.command("copy")
+@click.argument("name")
+@click.argument("folder", type=click.Path(file_okay=False))
+def recipes_copy(name, folder):
+    """Copy recipe NAME into FOLDER, to edit and run as your own."""
+    from sedweak.recipes import copy_recipe
+
+    try:
+        click.echo(copy_recipe(name, folder))
+    except (FileNotFoundError, FileExistsError) as err:
+        _fail(err)
+
+
+@recipes.command("path")
+@click.argument("name")
+def recipes_path(name):
+    """Print the path of the shipped recipe NAME."""
+    from sedweak.recipes import recipe_path
+
+    try:
+        click.echo(recipe_path(name))
+    except FileNotFoundError as err:
+        _fail(err)
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
@@ -247,7 +286,7 @@ def demo(workdir, overrides, fast_dev_run):
 def saliency(model, inputs, class_name, method, out_dir, event_frames, reference, samples, noise_fraction, steps,
              strict):
     """Saliency maps of a class's strong and weak outputs: a PNG + NPZ per audio file."""
-    from sedweak.artifacts import load_model
+    from sedweak.models.saving import load_model
     from sedweak.inference import audio_files
     from sedweak.labels import read_strong_tsv
     from sedweak.saliency import SaliencyOptions, saliency_for_files
@@ -303,7 +342,7 @@ def export(model, out, mode, staged, streaming, whole_clip, waveform_input, cali
     config.yaml) to a batch-1 TFLite file with builtin ops only, checked before it is written."""
     import dataclasses
 
-    from sedweak.artifacts import load_model
+    from sedweak.models.saving import load_model
     from sedweak.config import ExportConfig
     from sedweak.export import ExportError, export_model
     from sedweak.io_utils import check_writable

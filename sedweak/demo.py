@@ -26,7 +26,8 @@ SYSTEMS = ("crnn", "crnn_weak_only", "mfcc_knn")
 
 
 def demo_recipe() -> Path:
-    return Path(str(resources.files("sedweak") / "data" / "demo.yaml"))
+    """The demo's recipe, ``recipes/demo.yaml`` as shipped in the package (``sedweak.recipes``)."""
+    return Path(str(resources.files("sedweak.recipes") / "demo.yaml"))
 
 
 def demo_configs(workdir: Path, overrides: list[str], fast_dev_run: bool) -> tuple[Config, Config]:
@@ -41,7 +42,7 @@ def demo_configs(workdir: Path, overrides: list[str], fast_dev_run: bool) -> tup
 
 def _knn_metrics(config: Config, data, info) -> dict:
     from sedweak.baselines import MfccKnn, predict_events
-    from sedweak.datasets.batches import build_targets
+    from sedweak.training.targets import build_targets
     from sedweak.evaluation import score_events
 
     train = data.features["train"]
@@ -57,7 +58,7 @@ def _knn_metrics(config: Config, data, info) -> dict:
 
 
 def _event_roll(workdir: Path, data, model, info) -> Path:
-    from sedweak.evaluate import detect_cached
+    from sedweak.evaluation.split import detect_cached
     from sedweak.plots import event_roll
 
     evaluation = data.features["eval"]
@@ -73,7 +74,7 @@ def _event_roll(workdir: Path, data, model, info) -> Path:
 
 def run_demo(workdir: Path, overrides: list[str] | None = None, fast_dev_run: bool = False) -> Path:
     """Run the demo in ``workdir``; returns the path of ``report.md``."""
-    from sedweak.data_prep import prepare_data
+    from sedweak.datasets.prepare import prepare_data
     from sedweak.evaluation import markdown_table, per_class_markdown
     from sedweak.training import model_info, run
 
@@ -96,7 +97,7 @@ def run_demo(workdir: Path, overrides: list[str] | None = None, fast_dev_run: bo
     best = results["crnn"]
     for suffix in (".keras", ".json"):
         shutil.copyfile(best.model_path.with_suffix(suffix), workdir / f"model{suffix}")
-    from sedweak.artifacts import load_model
+    from sedweak.models.saving import load_model
 
     model, info = load_model(workdir / "model.keras")
     roll = _event_roll(workdir, data, model, info)

@@ -18,7 +18,7 @@ import numpy as np
 from sedweak_runtime.inputs import folder_audio, keyed_inputs
 from sedweak_runtime.windows import WindowGrid, WindowStitcher
 
-from sedweak.artifacts import ModelInfo
+from sedweak.models.saving import ModelInfo
 from sedweak.audio import AudioError, audio_blocks
 from sedweak.labels import Event
 from sedweak.postprocessing import probabilities_to_events

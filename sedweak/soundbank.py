@@ -11,7 +11,7 @@ Files cut from the same original recording (``_s0``, ``_s1`` excerpts) share
 splits keep disjoint so that no recording leaks between splits.
 
 The package embeds a small curated bank (``SoundBank.open("embedded")``), made by
-:func:`curate_subset` from the shared bank; see ``sedweak/data/soundbank/README.md``.
+:func:`curate_subset` from the shared bank; see ``sedweak/assets/soundbank/README.md``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 
 from sedweak.io_utils import atomic_write_text
 
-EMBEDDED_BANK_DIR = Path(__file__).parent / "data" / "soundbank"
+EMBEDDED_BANK_DIR = Path(__file__).parent / "assets" / "soundbank"
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_COLUMNS = ("path", "role", "label", "source_package", "source_path", "license",
                     "attribution", "duration_s", "md5_of_original")
@@ -376,7 +376,7 @@ def _readme_text(bank: SoundBank, max_megabytes: float, seed: int, per_kind: int
              f"preferred, capped at {cap} files per class and by the size budget, so thin classes",
              "(Bell, Glass) keep every file. Regenerate with:", "",
              "```", "python -c \"from sedweak.soundbank import curate_subset; "
-             "curate_subset('/work/shared/soundbank', 'sedweak/data/soundbank')\"", "```", "",
+             "curate_subset('/work/shared/soundbank', 'sedweak/assets/soundbank')\"", "```", "",
              "| role | label | files | source recordings | seconds |", "|---|---|---|---|---|"]
     strata: dict[tuple[str, str], list[BankClip]] = defaultdict(list)
     for clip in bank.clips:

@@ -37,9 +37,9 @@ def test_training_runs_without_tensorflow_and_the_model_loads_under_it(backend, 
         pytest.skip(f"{backend} is not installed (pip install -e .[test] brings jax)")
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the loading side of this test runs under the TensorFlow backend")
-    from sedweak.artifacts import load_model
+    from sedweak.models.saving import load_model
     from sedweak.config import load_config
-    from sedweak.data_prep import prepare_data
+    from sedweak.datasets.prepare import prepare_data
 
     recipe, overrides = tiny_recipe
     workdir = tmp_path / backend

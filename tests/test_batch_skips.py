@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from sedweak.artifacts import ModelInfo, save_model
+from sedweak.models.saving import ModelInfo, save_model
 from sedweak.audio import write_wav
 from sedweak.config import FeatureConfig, PostprocessConfig
 

@@ -18,7 +18,6 @@ import soundfile as sf
 
 from sedweak.config import AugmentConfig, FeatureConfig
 from sedweak.datasets import cache as cache_module
-from sedweak.datasets.batches import ClipBatches
 from sedweak.datasets.cache import (
     PENDING,
     CacheError,
@@ -27,6 +26,7 @@ from sedweak.datasets.cache import (
     cached_logmels,
     partial_path,
 )
+from sedweak.training.batches import ClipBatches
 
 SR = 16000
 CLIP_SECONDS = 0.2  # 20 feature frames

@@ -10,17 +10,14 @@ import soundfile as sf
 
 from sedweak.config import AugmentConfig, FeatureConfig
 from sedweak.datasets import cache as cache_module
-from sedweak.datasets.batches import (
-    ClipBatches,
-    build_targets,
-    mix_logmels,
-    unite_targets,
-)
 from sedweak.datasets.cache import CacheError, cached_logmels
-from sedweak.datasets.folder import ClipSet, classes_in, load_split
+from sedweak.datasets.clipset import ClipSet, classes_in
+from sedweak.datasets.folder import load_split
 from sedweak.features import logmel_librosa
 from sedweak.labels import Event, LabelError
 from sedweak.losses import MASKED
+from sedweak.training.batches import ClipBatches, mix_logmels
+from sedweak.training.targets import build_targets, unite_targets
 
 CLASSES = ("cat", "dog", "speech")
 SR = 16000
@@ -311,7 +308,7 @@ def test_time_shift_alignment_when_frames_not_multiple_of_pooling():
 
 def test_freq_mask_wider_than_the_spectrogram_is_clamped():
     from sedweak.config import AugmentConfig
-    from sedweak.datasets.batches import ClipBatches
+    from sedweak.training.batches import ClipBatches
 
     features = np.zeros((2, 8, 6), np.float32)
     augment = AugmentConfig(gain_db_max=0.0, time_shift=False, freq_mask_bands_max=8, mix_probability=0.0)

@@ -12,7 +12,7 @@ from conftest import TINY_MODEL
 
 from sedweak.config import ConfigError, DataConfig, load_config
 from sedweak.datasets.desed import DESED_CLASSES, read
-from sedweak.datasets.folder import ClipSet
+from sedweak.datasets.clipset import ClipSet
 from sedweak.labels import LabelError
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "desed.yaml"

@@ -11,7 +11,7 @@ import soundfile as sf
 from conftest import TINY_MODEL
 
 from sedweak.config import ConfigError, DataConfig, load_config
-from sedweak.datasets.folder import ClipSet
+from sedweak.datasets.clipset import ClipSet
 from sedweak.datasets.generic import read
 from sedweak.labels import Event, LabelError
 

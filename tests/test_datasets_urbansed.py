@@ -12,7 +12,7 @@ import soundfile as sf
 from conftest import TINY_MODEL
 
 from sedweak.config import ConfigError, DataConfig, load_config
-from sedweak.datasets.folder import ClipSet
+from sedweak.datasets.clipset import ClipSet
 from sedweak.datasets.urbansed import URBAN_CLASSES, read
 from sedweak.labels import Event, LabelError
 

@@ -11,11 +11,11 @@ import soundfile as sf
 from conftest import TINY_MODEL
 
 from sedweak.config import ConfigError, DataConfig, load_config
-from sedweak.datasets.folder import ClipSet
+from sedweak.datasets.clipset import ClipSet
 from sedweak.datasets.urbansed import URBAN_CLASSES
 from sedweak.datasets.urbansound8k import CSV_COLUMNS, cross_validation_overrides, read
 from sedweak.labels import Event, LabelError
-from sedweak.sweep import parse_grid
+from sedweak.training.sweep import parse_grid
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "urbansound8k.yaml"
 HEADER = "slice_file_name,fsID,start,end,salience,fold,classID,class"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from sedweak.config import ConfigError, load_config
-from sedweak.distribute import (
+from sedweak.training.distribute import (
     DistributeError,
     check_strategy,
     dtype_policy,
@@ -156,10 +156,10 @@ def _train(strategy: str, kind: str, workdir: Path):
     """(per-step losses, final trainable weights, initial weights, replicas) of STEPS steps."""
     import keras
 
-    from sedweak.artifacts import ModelInfo
-    from sedweak.datasets.batches import ClipBatches
-    from sedweak.distribute import replicas, training_scope
-    from sedweak.training import _model_for, model_info, seed_everything
+    from sedweak.models.saving import ModelInfo
+    from sedweak.training.batches import ClipBatches
+    from sedweak.training.distribute import replicas, training_scope
+    from sedweak.training import model_for_run, model_info, seed_everything
 
     config = load_config(None, ["model.conv_filters=[4, 4]", "model.conv_pool_freq=[8, 8]",
                                 "model.conv_pool_time=[2, 1]", "model.rnn_units=[4]", "model.embedding_dim=4",
@@ -172,7 +172,7 @@ def _train(strategy: str, kind: str, workdir: Path):
     seed_everything(0)
     devices = ("/cpu:0", "/cpu:1") if strategy == "mirrored" else ()  # data_parallel: every JAX device
     with training_scope(strategy, devices) as placement:
-        model, _ = _model_for(config, info, workdir / strategy / kind, resume=False, steps_per_epoch=STEPS)
+        model, _ = model_for_run(config, info, workdir / strategy / kind, resume=False, steps_per_epoch=STEPS)
         initial = [np.array(w) for w in model.trainable_weights]
         model.fit(ClipBatches(features, strong, weak, 4, info.time_pooling), epochs=1, steps_per_epoch=STEPS,
                   callbacks=[record], shuffle=False, verbose=0)  # Keras would reorder batches

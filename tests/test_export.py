@@ -43,7 +43,7 @@ def tiny_model(tiny_recipe, tmp_path_factory):
         result = run(load_config(recipe, overrides + ["train.fast_dev_run=true"]),
                      tmp_path_factory.mktemp("export_run"), verbose=0)
         _TRAINED["path"] = result.model_path
-    from sedweak.artifacts import load_model
+    from sedweak.models.saving import load_model
 
     return (_TRAINED["path"], *load_model(_TRAINED["path"]))
 
@@ -66,7 +66,7 @@ def test_export_modes_are_builtin_and_match_keras(tiny_model, tmp_path, mode, bo
 
 
 def test_dynamic_quantizes_weights_of_a_real_size_model(tmp_path):
-    from sedweak.artifacts import ModelInfo
+    from sedweak.models.saving import ModelInfo
     from sedweak.export import buffer_sizes, check_tflite, export_tflite
     from sedweak.models.crnn import build_crnn
     from sedweak.config import get_preset
@@ -143,7 +143,7 @@ def _threshold_in_a_gap(probs: np.ndarray) -> float:
 
 @pytest.mark.parametrize("staged", [False, True])
 def test_runtime_without_tensorflow_gives_the_events_of_sedweak_predict(tiny_model, tmp_path, staged):
-    from sedweak.artifacts import load_model
+    from sedweak.models.saving import load_model
     from sedweak.export import export_tflite
     from sedweak.export.staged import export_staged
     from sedweak.inference import predict_files

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from test_streaming import _randomize
 
-from sedweak.artifacts import ModelInfo
+from sedweak.models.saving import ModelInfo
 from sedweak.config import FeatureConfig, PostprocessConfig
 
 POOLINGS = ("max", "mean", "attention", "linear_softmax")

@@ -14,7 +14,7 @@ import soundfile as sf
 from scipy.special import expit
 from sedweak_runtime.windows import window_starts
 
-from sedweak.artifacts import ModelInfo
+from sedweak.models.saving import ModelInfo
 from sedweak.config import FeatureConfig, PostprocessConfig
 from sedweak.inference import audio_files, predict_files, predict_logmel
 from sedweak.labels import Event
@@ -203,7 +203,6 @@ def test_a_file_streamed_from_disk_equals_the_whole_file_at_once(tmp_path, monke
     model = FakeModel(info.clip_frames)
     whole = predict_logmel(model, logmel_librosa(load_audio(path, 16_000), info.features), info)
     monkeypatch.setattr(sedweak.audio, "BLOCK_SECONDS", 0.7)
-    monkeypatch.setattr(sedweak.audio.audio_blocks, "__defaults__", (16_000, 0.7))
     streamed, _ = predict_file_outputs(model, path, info)
     assert streamed.shape == whole.shape == (1230 // POOL, 2)
     np.testing.assert_allclose(streamed, whole, atol=1e-5)

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from sedweak.artifacts import ModelInfo, load_model, save_model, sidecar_path
+from sedweak.models.saving import ModelInfo, load_model, save_model, sidecar_path
 from sedweak.config import FeatureConfig, ModelConfig, PostprocessConfig
 from sedweak.losses import MASKED, MaskedBinaryCrossentropy, strong_weak_losses
 from sedweak.models.crnn import OUTPUT_KEYS, build_crnn
@@ -244,7 +244,7 @@ def test_masked_bce_config_round_trip():
 def test_training_steps_reduce_loss_on_fixed_batch():
     keras.utils.set_random_seed(0)
     model = build_crnn(TINY, num_classes=2, n_mels=64, num_frames=32)
-    losses, weights = strong_weak_losses(1.0, 1.0)  # as sedweak.training._compile
+    losses, weights = strong_weak_losses(1.0, 1.0)  # as sedweak.training.compile_model
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=losses, loss_weights=weights, jit_compile=False)
     rng = np.random.default_rng(0)
     x = rng.normal(-50, 5, (4, 32, 64)).astype(np.float32)

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from sedweak.artifacts import ModelInfo, save_model
+from sedweak.models.saving import ModelInfo, save_model
 from sedweak.audio import AudioError, load_audio, write_wav
 from sedweak.config import FeatureConfig, PostprocessConfig
 
@@ -132,7 +132,7 @@ def test_a_tsv_saved_by_excel_with_a_bom_is_read(tmp_path):
 def test_model_files_that_point_the_right_way(tiny_model_path):
     import json
 
-    from sedweak.artifacts import ModelFileError, load_model
+    from sedweak.models.saving import ModelFileError, load_model
 
     cut = tiny_model_path.with_name("cut.keras")
     cut.write_bytes(tiny_model_path.read_bytes()[:2000])

@@ -27,7 +27,7 @@ PUBLIC = ["Detector", "StagedModel", "StreamingModel", "StreamingLogMel", "logme
 
 def _tiny_model_and_info():
     """A tiny random CRNN (as tests/test_streaming.py::_tiny) and its ModelInfo; sedweak imported here."""
-    from sedweak.artifacts import ModelInfo
+    from sedweak.models.saving import ModelInfo
     from sedweak.config import FeatureConfig, PostprocessConfig
     from sedweak.models.crnn import build_crnn
     from sedweak.config import get_preset

@@ -33,7 +33,7 @@ def one_event_clip(path, freq_hz: float, onset_seconds: float, duration_seconds:
 @pytest.fixture(scope="module")
 def untrained(tmp_path_factory):
     """A tiny untrained CRNN saved with its sidecar (4 s clips, 3 toy classes): (model, info, path)."""
-    from sedweak.artifacts import load_model, save_model
+    from sedweak.models.saving import load_model, save_model
     from sedweak.models.crnn import build_crnn
     from sedweak.training import model_info, seed_everything
 
@@ -63,7 +63,7 @@ def test_saliency_concentrates_in_the_event_span_of_a_trained_crnn(tmp_path, tin
     overrides = overrides + ["train.epochs=15", "data.synth.num_train_clips=24", "train.learning_rate=0.01",
                              "train.early_stopping_patience_epochs=10"]
     result = run(load_config(recipe, overrides), tmp_path / "run", verbose=0)
-    from sedweak.artifacts import load_model
+    from sedweak.models.saving import load_model
 
     model, info = load_model(result.model_path)
     clip = one_event_clip(tmp_path / "buzz.wav", 800.0, 1.5, 0.5)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from sedweak.config import AugmentConfig, ConfigError, load_config
-from sedweak.datasets.batches import ClipBatches, erases_an_event, shift_bands
-from sedweak.datasets.sampling import (
+from sedweak.training.batches import ClipBatches, erases_an_event, shift_bands
+from sedweak.training.sampling import (
     balanced_order,
     class_counts,
     class_weights,

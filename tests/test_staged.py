@@ -156,7 +156,7 @@ def test_staged_int8_with_waveform_input_keeps_the_front_end_float(tmp_path):
 
 def test_staged_dynamic_stores_int8_weights_and_stays_close(tmp_path):
 
-    from sedweak.artifacts import ModelInfo
+    from sedweak.models.saving import ModelInfo
     from sedweak.config import FeatureConfig, PostprocessConfig
     from sedweak.export import flatbuffer_tensor_types
     from sedweak.export.staged import export_staged, run_staged_file

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sedweak.artifacts import ModelInfo
+from sedweak.models.saving import ModelInfo
 from sedweak.config import FeatureConfig, PostprocessConfig
 
 # the runtime package folder (runpy runs its __main__ as a device would, without installing)
@@ -190,7 +190,7 @@ def _saved_tiny_and_calibration_audio(tmp_path, bidirectional: bool):
     """A saved tiny model (.keras) and a folder of 2 noise WAVs to calibrate int8 on."""
     import soundfile as sf
 
-    from sedweak.artifacts import save_model
+    from sedweak.models.saving import save_model
 
     model, info = _tiny(bidirectional)
     model_path = save_model(model, tmp_path / "tiny.keras", info)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-import sedweak.sweep as sweep
+import sedweak.training.sweep as sweep
 from sedweak.cli import main
 from sedweak.config import ConfigError, save_config
 from sedweak.evaluation import METRIC_KEYS

@@ -128,8 +128,8 @@ def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, tiny_recipe, monkeypat
     seeds all continue where they stopped). Training here uses dropout and augmentation."""
     import numpy as np
 
-    from sedweak.artifacts import load_model
-    from sedweak.callbacks import ResumableCheckpoint
+    from sedweak.models.saving import load_model
+    from sedweak.training.checkpoints import ResumableCheckpoint
 
     recipe, overrides = tiny_recipe
     overrides = overrides + ["train.epochs=3", f"data.root={tmp_path / 'data'}", "model.dropout_rate=0.3",

@@ -201,14 +201,14 @@ class TrainConfig:
     # weak-only training or a loss-weight sweep.
     select_epoch: str = "best_val_loss"
     seed: int = 0
-    jit_compile: bool = False  # XLA on CPU: minutes of compilation, then out of memory (bench/README.md)
+    jit_compile: bool = False  # XLA on CPU: minutes of compilation, then out of memory (README.md, "Dependency notes")
     fast_dev_run: bool = False  # a couple of batches, one epoch: a smoke run of a recipe
     # "shuffle": each clip once per epoch; "balanced": AudioSet-style, classes round-robin then
-    # a clip containing the class (sedweak.datasets.sampling).
+    # a clip containing the class (sedweak.training.sampling).
     sampling: str = "shuffle"
     # Per-class BCE weights folded into per-clip sample weights: none | inverse_frequency | sqrt_inverse.
     class_weighting: str = "none"
-    # Where to train (sedweak/distribute.py): "default" one device; "mirrored" tf.distribute
+    # Where to train (sedweak/training/distribute.py): "default" one device; "mirrored" tf.distribute
     # over the visible GPUs (or train.devices); "multiworker" over the hosts of TF_CONFIG;
     # "data_parallel" keras.distribution under JAX. batch_size is the GLOBAL batch, split
     # evenly over the replicas.

@@ -41,7 +41,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from sedweak.datasets.folder import ClipSet
+from sedweak.datasets.clipset import ClipSet
 from sedweak.labels import LabelError
 
 log = logging.getLogger(__name__)

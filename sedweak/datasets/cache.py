@@ -123,7 +123,7 @@ class CacheResult:
         return self if self.in_memory else replace(self, features=np.asarray(self.features))
 
 
-def _signature(config: FeatureConfig, clip_seconds: float) -> str:
+def cache_signature(config: FeatureConfig, clip_seconds: float) -> str:
     return json.dumps({"features": asdict(config), "clip_seconds": clip_seconds}, sort_keys=True)
 
 
@@ -284,7 +284,7 @@ def build_cache(cache_path: Path, paths: Sequence[Path], filenames: Sequence[str
     """
     cache_path, partial = Path(cache_path), partial_path(cache_path)
     row_shape = (config.num_frames(int(round(clip_seconds * config.sample_rate_hz))), config.n_mels)
-    h5 = _open_partial(partial, _signature(config, clip_seconds), _content_key(paths), filenames, row_shape)
+    h5 = _open_partial(partial, cache_signature(config, clip_seconds), _content_key(paths), filenames, row_shape)
     try:
         todo = np.flatnonzero(h5["status"][:] == PENDING).tolist()
         if len(todo) < len(filenames):
@@ -355,7 +355,7 @@ def cached_logmels(cache_path: Path, paths: Sequence[Path], filenames: Sequence[
     features when they fit, else return an :class:`H5Features` (None: always load).
     """
     cache_path = Path(cache_path)
-    signature = _signature(config, clip_seconds)
+    signature = cache_signature(config, clip_seconds)
     if cache_path.is_file():
         cached = _read(cache_path, signature, filenames, in_memory_max_mb)
         if cached is not None and cached[1] == _content_key(paths):

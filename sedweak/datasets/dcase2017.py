@@ -51,7 +51,7 @@ from sedweak.datasets.audioset import (
     listing_missing,
     parse_seconds,
 )
-from sedweak.datasets.folder import ClipSet
+from sedweak.datasets.clipset import ClipSet
 from sedweak.labels import Event, LabelError
 
 # The 17 classes with their AudioSet MIDs (sound_event_list_17_classes.txt), warnings first.

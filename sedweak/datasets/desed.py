@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Sequence
 
 from sedweak.config import ConfigError
-from sedweak.datasets.folder import ClipSet
-from sedweak.datasets.generic import (
+from sedweak.datasets.clipset import (
+    ClipSet,
     check_roles,
     keep_existing_audio,
     make_clipset,

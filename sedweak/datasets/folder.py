@@ -10,10 +10,10 @@ TSV have strong labels; clips only in the weak TSV have weak labels only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from sedweak.datasets.clipset import ClipSet
 from sedweak.labels import (
     Event,
     LabelError,
@@ -21,30 +21,6 @@ from sedweak.labels import (
     read_weak_tsv,
     weak_from_strong,
 )
-
-
-@dataclass(frozen=True)
-class ClipSet:
-    """Clips of one split. ``strong[name]`` is None for a weakly labelled clip."""
-
-    name: str
-    audio_paths: tuple[Path, ...]
-    filenames: tuple[str, ...]
-    weak: dict[str, list[str]]
-    strong: dict[str, list[Event] | None]
-
-    def __len__(self) -> int:
-        return len(self.filenames)
-
-    @property
-    def strong_reference(self) -> dict[str, list[Event]]:
-        """Strongly labelled clips only: the reference for detection metrics."""
-        return {f: list(ev) for f, ev in self.strong.items() if ev is not None}
-
-    def subset(self, keep: Sequence[int]) -> "ClipSet":
-        names = tuple(self.filenames[i] for i in keep)
-        return ClipSet(self.name, tuple(self.audio_paths[i] for i in keep), names,
-                       {n: self.weak[n] for n in names}, {n: self.strong[n] for n in names})
 
 
 def load_split(root: str | Path, split: str, classes: Sequence[str] | None = None) -> ClipSet:
@@ -71,11 +47,6 @@ def load_split(root: str | Path, split: str, classes: Sequence[str] | None = Non
     names = tuple(sorted(strong))
     audio_dir = root / "audio" / split
     return ClipSet(split, tuple(audio_dir / n for n in names), names, weak, strong)
-
-
-def classes_in(*clipsets: ClipSet) -> list[str]:
-    """Sorted union of the labels used in ``clipsets``."""
-    return sorted({label for cs in clipsets for labels in cs.weak.values() for label in labels})
 
 
 def read(root: Path, data, splits: Sequence[str]) -> dict[str, ClipSet]:

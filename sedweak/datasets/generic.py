@@ -1,4 +1,4 @@
-"""A generic labelled audio folder, plus the helpers every real-dataset reader shares.
+"""A generic labelled audio folder (``dataset: generic``).
 
 Two layouts (``dataset: generic``):
 
@@ -34,68 +34,15 @@ from typing import Sequence
 import numpy as np
 
 from sedweak.config import ConfigError
-from sedweak.datasets.folder import ClipSet
+from sedweak.datasets.clipset import (ROLES, ClipSet, check_label, check_roles, keep_existing_audio, make_clipset,
+                                      resolve, whole_clip_events)
 from sedweak.datasets.registry import reader_options
-from sedweak.labels import Event, LabelError
+from sedweak.labels import LabelError
 
 log = logging.getLogger(__name__)
-ROLES = ("train", "valid", "eval")
 SPLIT_ALIASES = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid",
                  "eval": "eval", "test": "eval"}
 DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
-
-
-# ----------------------------------------------------------------------------- shared helpers
-
-
-def resolve(root: Path, path: str) -> Path:
-    """``path`` itself when absolute, else relative to the dataset ``root``."""
-    return Path(path) if Path(path).is_absolute() else Path(root) / path
-
-
-def check_roles(splits: Sequence[str]) -> None:
-    unknown = [s for s in splits if s not in ROLES]
-    if unknown:
-        raise ValueError(f"unknown split role(s) {unknown}; readers serve {list(ROLES)}")
-
-
-def make_clipset(name: str, clips: dict[str, tuple[Path, list[str], list[Event] | None]]) -> ClipSet:
-    """ClipSet from ``{clip id: (audio path, weak labels, strong events or None)}``, sorted by id."""
-    ids = tuple(sorted(clips))
-    return ClipSet(name, tuple(Path(clips[i][0]).absolute() for i in ids), ids,
-                   {i: sorted(set(clips[i][1])) for i in ids}, {i: clips[i][2] for i in ids})
-
-
-def keep_existing_audio(clipset: ClipSet, where: str) -> ClipSet:
-    """Drop clips whose audio file is missing, with one warning giving the count (not fatal)."""
-    missing = [i for i, path in enumerate(clipset.audio_paths) if not path.is_file()]
-    if not missing:
-        return clipset
-    names = [clipset.filenames[i] for i in missing]
-    log.warning("%s: %d of %d labelled clips have no audio file and are excluded (first: %s)",
-                where, len(missing), len(clipset), ", ".join(names[:5]))
-    gone = set(missing)
-    return clipset.subset([i for i in range(len(clipset)) if i not in gone])
-
-
-def check_label(where: str, label: str, classes: Sequence[str] | None) -> None:
-    """LabelError naming ``where`` (``file:line``) when ``label`` is not in ``classes``."""
-    if classes is not None and label not in classes:
-        raise LabelError(f"{where}: unknown label {label!r}; known labels: {list(classes)}")
-
-
-def whole_clip_events(clipset: ClipSet, clip_seconds: float) -> ClipSet:
-    """Each weak label as one event from 0 to the clip's duration (header read, <= ``clip_seconds``)."""
-    import soundfile as sf
-
-    strong = {}
-    for path, name in zip(clipset.audio_paths, clipset.filenames):
-        try:
-            seconds = min(float(sf.info(str(path)).duration), clip_seconds)
-        except Exception:  # unreadable audio: the feature cache skips and reports it
-            seconds = clip_seconds
-        strong[name] = [Event(name, 0.0, round(seconds, 6), label) for label in clipset.weak[name]]
-    return ClipSet(clipset.name, clipset.audio_paths, clipset.filenames, clipset.weak, strong)
 
 
 # ----------------------------------------------------------------------------- generic reader

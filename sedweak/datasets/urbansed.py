@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from sedweak.datasets.folder import ClipSet
-from sedweak.datasets.generic import (
+from sedweak.datasets.clipset import (
+    ClipSet,
     check_label,
     check_roles,
     keep_existing_audio,

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Sequence
 
 from sedweak.config import ConfigError
-from sedweak.datasets.folder import ClipSet
-from sedweak.datasets.generic import (
+from sedweak.datasets.clipset import (
+    ClipSet,
     check_label,
     check_roles,
     keep_existing_audio,

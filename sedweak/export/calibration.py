@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sedweak.artifacts import ModelInfo
+from sedweak.models.saving import ModelInfo
 from sedweak.export.sidecar import clip_samples
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ def evenly_spaced(count: int, most: int) -> list[int]:
 def calibration_logmels(source: str | Path, info: ModelInfo, max_clips: int = 64) -> list[np.ndarray]:
     """Log-mel clips ((T, n_mels) each) to calibrate int8 on, from ``source``:
 
-    * a run's ``config.yaml``: its training split through :func:`sedweak.data_prep.prepare_data`
+    * a run's ``config.yaml``: its training split through :func:`sedweak.datasets.prepare.prepare_data`
       (the run's feature cache is reused when it exists);
     * a folder of audio files at the model's rate: :func:`sedweak.features.logmel_librosa`.
     Clips are taken evenly over the sorted list, at most ``max_clips``.
@@ -68,7 +68,7 @@ def calibration_waveforms(source: str | Path, info: ModelInfo, max_clips: int = 
 
 def _training_data(config_path: Path):
     from sedweak.config import load_config
-    from sedweak.data_prep import prepare_data
+    from sedweak.datasets.prepare import prepare_data
 
     return prepare_data(load_config(config_path), config_path.parent, splits=("train",), progress=False)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sedweak.artifacts import ModelInfo
+from sedweak.models.saving import ModelInfo
 from sedweak.export.convert import ExportError
 from sedweak.export.flatbuffer import tflite_ops
 from sedweak.export.sidecar import clip_samples, read_sidecar

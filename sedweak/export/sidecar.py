@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sedweak.artifacts import ModelInfo
+from sedweak.models.saving import ModelInfo
 
 SIDECAR_FORMAT = "sedweak-tflite-1"
 SIGNATURE_KEY = "serve"

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sedweak.artifacts import ModelInfo
+from sedweak.models.saving import ModelInfo
 from sedweak.export.calibration import evenly_spaced, fit_waveform, fit_window
 from sedweak.export.convert import convert_saved_model, io_quantization
 from sedweak.export.graph import conv_stack, recurrent_layers, strong_head

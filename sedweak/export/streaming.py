@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sedweak.artifacts import ModelInfo
+from sedweak.models.saving import ModelInfo
 from sedweak.export.calibration import evenly_spaced
 from sedweak.export.convert import convert_saved_model, io_quantization
 from sedweak.export.graph import context_frames, recurrent_layers, state_units, stream_chunk, stream_logmel, time_pooling

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sedweak.artifacts import ModelInfo
+from sedweak.models.saving import ModelInfo
 from sedweak.export.convert import convert_saved_model
 from sedweak.export.sidecar import OUTPUT_NAMES, SIGNATURE_KEY, input_shape, sidecar_json, sidecar_path
 from sedweak.io_utils import atomic_write_bytes, atomic_write_json

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from sedweak.artifacts import ModelInfo
 from sedweak.config import EvalConfig
 from sedweak.datasets.cache import CacheResult
-from sedweak.datasets.folder import ClipSet
+from sedweak.datasets.clipset import ClipSet
 from sedweak.evaluation import score_clips
 from sedweak.inference import predict_logmel_outputs
 from sedweak.labels import Event, write_strong_tsv
+from sedweak.models.saving import ModelInfo
 from sedweak.postprocessing import probabilities_to_events
 
 

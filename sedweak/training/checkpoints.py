@@ -20,8 +20,8 @@ from pathlib import Path
 
 import keras
 
-from sedweak.artifacts import ModelInfo, save_model
 from sedweak.io_utils import atomic_write_json
+from sedweak.models.saving import ModelInfo, save_model
 
 STATE_FILE = "state.json"
 

@@ -163,7 +163,7 @@ def plan_runs(recipe: str | Path, workdir: Path, points: Sequence[Sequence[str]]
 def prepare_shared_data(specs: Sequence[RunSpec], progress: bool = False) -> dict:
     """Synthesize and cache log-mels once per distinct (data, features) config, so that
     workers only read and never race on writes. Returns {_prepared_key: PreparedData}."""
-    from sedweak.data_prep import prepare_data
+    from sedweak.datasets.prepare import prepare_data
 
     unique = {_prepared_key(spec.config): spec for spec in specs}
     return {key: prepare_data(spec.config, spec.workdir, progress=progress) for key, spec in unique.items()}

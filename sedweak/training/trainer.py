@@ -19,11 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sedweak.artifacts import ModelInfo, load_model, save_model
-from sedweak.callbacks import ResumableCheckpoint, read_state, restore_seed_states
 from sedweak.config import Config, save_config
-from sedweak.data_prep import PreparedData, prepare_data
+from sedweak.datasets.prepare import PreparedData, prepare_data
 from sedweak.io_utils import atomic_write_json
+from sedweak.models.saving import ModelInfo, load_model, save_model
+from sedweak.training.checkpoints import (
+    ResumableCheckpoint,
+    read_state,
+    restore_seed_states,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,8 @@ def model_info(config: Config, classes) -> ModelInfo:
 
 
 def _batches(config: Config, data: PreparedData, split: str, info: ModelInfo, training: bool):
-    from sedweak.datasets.batches import ClipBatches, build_targets
+    from sedweak.training.batches import ClipBatches
+    from sedweak.training.targets import build_targets
 
     cached = data.features[split]
     model_frames = info.clip_frames // info.time_pooling
@@ -56,7 +61,7 @@ def _batches(config: Config, data: PreparedData, split: str, info: ModelInfo, tr
                                  config.loss.weak_clip_strong_target)
     class_weights = None
     if training and config.train.class_weighting != "none":
-        from sedweak.datasets.sampling import class_weights as weights_for
+        from sedweak.training.sampling import class_weights as weights_for
 
         class_weights = weights_for(weak, config.train.class_weighting)
     # cached.features is an array, or an h5-backed array-like streamed batch by batch (cache.in_memory_max_mb).
@@ -75,7 +80,7 @@ def _learning_rate(config: Config, steps_per_epoch: int):
         1, config.train.epochs * steps_per_epoch), alpha=0.05)
 
 
-def _compile(model, config: Config, steps_per_epoch: int = 1) -> None:
+def compile_model(model, config: Config, steps_per_epoch: int = 1) -> None:
     import keras
 
     from sedweak.losses import strong_weak_losses
@@ -85,14 +90,14 @@ def _compile(model, config: Config, steps_per_epoch: int = 1) -> None:
                   loss_weights=weights, jit_compile=config.train.jit_compile)
 
 
-def _model_for(config: Config, info: ModelInfo, checkpoints: Path, resume: bool, steps_per_epoch: int):
+def model_for_run(config: Config, info: ModelInfo, checkpoints: Path, resume: bool, steps_per_epoch: int):
     """A fresh compiled model, or the last checkpoint's when resuming. Returns (model, state).
 
     Under ``train.mixed_precision`` the layers are built (or loaded) with the mixed policy,
-    except :data:`sedweak.distribute.FLOAT32_LAYERS`.
+    except :data:`sedweak.training.distribute.FLOAT32_LAYERS`.
     """
-    from sedweak.distribute import dtype_policy, keep_float32
     from sedweak.models.crnn import build_crnn
+    from sedweak.training.distribute import dtype_policy, keep_float32
 
     state = read_state(checkpoints)
     if state is not None and not resume:
@@ -109,7 +114,7 @@ def _model_for(config: Config, info: ModelInfo, checkpoints: Path, resume: bool,
         model = build_crnn(config.model, len(info.classes), config.features.n_mels, info.clip_frames)
     if policy != "float32":
         log.info("dtype policy %s; float32 layers: %s", policy, keep_float32(model))
-    _compile(model, config, steps_per_epoch)
+    compile_model(model, config, steps_per_epoch)
     return model, None
 
 
@@ -139,7 +144,7 @@ def fit(config: Config, workdir: Path, data: PreparedData, resume: bool = False,
     """Train on ``data`` (on ``train.strategy``'s replicas); returns (best model, info, epochs run)."""
     import keras
 
-    from sedweak.distribute import tensorboard_available, training_scope
+    from sedweak.training.distribute import tensorboard_available, training_scope
 
     seed_everything(config.train.seed)
     info = model_info(config, data.classes)
@@ -149,7 +154,7 @@ def fit(config: Config, workdir: Path, data: PreparedData, resume: bool = False,
     with training_scope(config.train.strategy, config.train.devices), warnings.catch_warnings():
         # The embedding head has no loss until an embedding recipe gives it one.
         warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
-        model, state = _model_for(config, info, checkpoints, resume, len(train_batches))
+        model, state = model_for_run(config, info, checkpoints, resume, len(train_batches))
         initial_epoch = state["epoch"] if state else 0
         train_batches.set_epoch(initial_epoch)  # the batch order and augmentation of that epoch
         epochs = 1 if config.train.fast_dev_run else config.train.epochs
@@ -176,8 +181,8 @@ def fit(config: Config, workdir: Path, data: PreparedData, resume: bool = False,
 def run(config: Config, workdir: str | Path, resume: bool = False, verbose: int = 1,
         data: PreparedData | None = None) -> RunResult:
     """Train, select the best epoch on the valid split, evaluate on eval, write artifacts."""
-    from sedweak.distribute import backend, check_strategy, read_tf_config
-    from sedweak.evaluate import evaluate_split
+    from sedweak.evaluation.split import evaluate_split
+    from sedweak.training.distribute import backend, check_strategy, read_tf_config
 
     # A wrong strategy or TF_CONFIG fails now, not after minutes of data preparation.
     check_strategy(config.train.strategy, backend())

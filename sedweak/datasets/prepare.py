@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sedweak.config import Config
-from sedweak.datasets.cache import CacheResult, _signature, cached_logmels
-from sedweak.datasets.folder import ClipSet, classes_in, load_split
+from sedweak.datasets.cache import CacheResult, cache_signature, cached_logmels
+from sedweak.datasets.clipset import ClipSet, classes_in
+from sedweak.datasets.folder import load_split
 from sedweak.datasets.registry import read_dataset
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def prepare_data(config: Config, workdir: Path, splits=SPLITS, progress: bool = 
     else:
         clips = read_dataset(config.data.dataset, root, config.data, splits)
     classes = classes or classes_in(*clips.values())
-    signature = _signature(config.features, config.data.clip_seconds)
+    signature = cache_signature(config.features, config.data.clip_seconds)
     tag = hashlib.sha1(signature.encode()).hexdigest()[:10]
     features = {}
     for split, clipset in clips.items():

@@ -1,8 +1,5 @@
-"""Training targets and batches (``keras.utils.PyDataset``: no tf.data, any backend).
-
-Targets live at the model's frame rate (feature rate / time pooling):
-  strong (clips, model_frames, classes) in {0, 1} or ``losses.MASKED``
-  weak   (clips, classes) in {0, 1}
+"""Training batches (``keras.utils.PyDataset``: no tf.data, any backend) of log-mels and
+the targets of :mod:`sedweak.training.targets`, seeded order and augmentation.
 
 Features may be a NumPy array or the cache's ``H5Features``: then each batch reads its rows
 from the HDF5 file (streaming) and the split never sits in memory.
@@ -14,44 +11,12 @@ the strong target) is skipped, so no positive target is left without any evidenc
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import keras
 import numpy as np
 
 from sedweak.config import AugmentConfig
-from sedweak.datasets.folder import ClipSet
-from sedweak.datasets.sampling import balanced_order, positive_mean_weights
-from sedweak.labels import events_to_frames, weak_vector
-from sedweak.losses import MASKED
-
-
-def build_targets(clips: ClipSet, filenames: Sequence[str], classes: Sequence[str], model_frames: int,
-                  model_frames_per_second: float, label_type: str = "strong",
-                  weak_clip_strong_target: str = "repeat") -> tuple[np.ndarray, np.ndarray]:
-    """Strong and weak targets for ``filenames`` (a subset/order of ``clips``).
-
-    A clip without strong labels -- or every clip when ``label_type == "weak"`` --
-    gets its clip label repeated on every frame (``"repeat"``, Adavanne & Virtanen)
-    or a fully masked strong target (``"mask"``, DESED practice).
-    """
-    strong = np.zeros((len(filenames), model_frames, len(classes)), np.float32)
-    weak = np.zeros((len(filenames), len(classes)), np.float32)
-    for i, name in enumerate(filenames):
-        weak[i] = weak_vector(clips.weak[name], classes, where=name)
-        events = clips.strong.get(name)
-        if label_type == "strong" and events is not None:
-            strong[i] = events_to_frames(events, classes, model_frames, model_frames_per_second)
-        elif weak_clip_strong_target == "repeat":
-            strong[i] = weak[i][None, :]
-        else:
-            strong[i] = MASKED
-    return strong, weak
-
-
-def unite_targets(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Targets of a mixture: union of events; unknown (masked) wins over anything."""
-    return np.where((a < 0) | (b < 0), MASKED, np.maximum(a, b)).astype(np.float32)
+from sedweak.training.sampling import balanced_order, positive_mean_weights
+from sedweak.training.targets import unite_targets
 
 
 def mix_logmels(a_db: np.ndarray, b_db: np.ndarray, b_gain_db: float) -> np.ndarray:
@@ -68,7 +33,7 @@ class ClipBatches(keras.utils.PyDataset):
         strong, weak: targets from :func:`build_targets` (kept in memory: they are small).
         time_pooling: model frames = frames // time_pooling (time shifts respect it).
         shuffle: a new order each epoch; ``sampling="balanced"`` draws by class instead
-            (:func:`sedweak.datasets.sampling.balanced_order`, as many draws as clips).
+            (:func:`sedweak.training.sampling.balanced_order`, as many draws as clips).
         class_weights: (classes,) per-class weights; each batch then carries a sample weight
             per clip, ``{"strong": (batch,), "weak": (batch,)}`` (see ``sampling``).
         augment: None for validation / evaluation.
