@@ -60,6 +60,9 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="a .keras model (sedweak predict)")
     parser.add_argument("--tflite", help="a .tflite export (sedweak-detect)")
     parser.add_argument("--minutes", type=float, nargs="+", default=[1.0, 30.0])
+    parser.add_argument("--sedweak", default="sedweak", help="the command that runs sedweak (e.g. to measure "
+                        "another checkout: 'env PYTHONPATH=OLD python -m sedweak.cli')")
+    parser.add_argument("--detect", default="sedweak-detect", help="the command that runs sedweak-detect")
     parser.add_argument("--out", default="bench/results/memory.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_memory_"))
@@ -68,11 +71,11 @@ def main() -> None:
         for minutes in args.minutes:
             audio = long_file(work / f"{minutes:g}min.wav", minutes)
             row = {"minutes": minutes, "file_mb": audio.stat().st_size / 1e6,
-                   "predict_mb": peak_rss_mb(["sedweak", "predict", args.model, str(audio),
-                                              "--out", str(work / "p.tsv")])}
+                   "predict_mb": peak_rss_mb(args.sedweak.split() + ["predict", args.model, str(audio),
+                                                                    "--out", str(work / "p.tsv")])}
             if args.tflite:
-                row["detect_mb"] = peak_rss_mb(["sedweak-detect", args.tflite, str(audio),
-                                                "--out", str(work / "d.tsv"), "--quiet"])
+                row["detect_mb"] = peak_rss_mb(args.detect.split() + [args.tflite, str(audio),
+                                                                  "--out", str(work / "d.tsv"), "--quiet"])
             rows.append(row)
             print(" | ".join(f"{k} {v:.1f}" for k, v in row.items()), flush=True)
     finally:
@@ -81,7 +84,8 @@ def main() -> None:
     for row in rows:
         print(f"| {row['minutes']:g} | {row['file_mb']:.0f} | {row['predict_mb']:.0f} | "
               f"{row.get('detect_mb', float('nan')):.0f} |")
-    write_record(Path(args.out), {"rows": rows, "model": args.model, "tflite": args.tflite})
+    write_record(Path(args.out), {"rows": rows, "model": args.model, "tflite": args.tflite,
+                                  "sedweak": args.sedweak, "detect": args.detect})
 
 
 if __name__ == "__main__":

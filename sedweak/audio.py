@@ -12,13 +12,16 @@ from typing import Iterator
 
 import numpy as np
 import soundfile as sf
+from sedweak_runtime.audio import AudioInfo, check_length, file_blocks
+
+from sedweak.errors import UserError
 
 log = logging.getLogger(__name__)
 # A float file peaking above this (6 dB over full scale) is reported: probably not normalised.
 FLOAT_PEAK_WARNING = 2.0
 
 
-class AudioError(ValueError):
+class AudioError(UserError, ValueError):
     """An audio file that cannot be used (missing, unreadable, empty, NaN...)."""
 
 
@@ -28,18 +31,22 @@ def load_audio(path: str | Path, sample_rate_hz: int = 16000) -> np.ndarray:
     Returns:
         float32 waveform of shape (samples,), nominally in [-1, 1].
     """
-    path = _existing(path)
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: audio file not found")
     try:
         with sf.SoundFile(str(path)) as audio:
-            native_rate, header = audio.samplerate, _Header(audio)
+            info = AudioInfo(audio)
             data = audio.read(dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
         raise AudioError(f"{path}: unreadable audio ({err})") from None
-    _check_samples(path, data, header)
-    _check_length(path, data.shape[0], header)
+    if not np.all(np.isfinite(data)):
+        raise AudioError(f"{path}: audio contains NaN or infinite samples")
+    check_length(path, data.shape[0], info, AudioError)
+    _warn_float_peak(path, data, info)
     waveform = data.mean(axis=1)  # mix to mono
-    if native_rate != sample_rate_hz:
-        waveform = resample(waveform, native_rate, sample_rate_hz)
+    if info.sample_rate_hz != sample_rate_hz:
+        waveform = resample(waveform, info.sample_rate_hz, sample_rate_hz)
     return np.ascontiguousarray(waveform, dtype=np.float32)
 
 
@@ -54,88 +61,39 @@ def audio_blocks(path: str | Path, sample_rate_hz: int = 16000,
     (default :data:`BLOCK_SECONDS`) at ``sample_rate_hz`` (resampled as a stream by
     soxr: the same numbers as one call).
 
-    The same checks and :class:`AudioError`; a truncated or empty file is known only at
-    its end, so that error comes after the blocks read before it.
+    The same checks and :class:`AudioError` (the block reader is the device runtime's,
+    :func:`sedweak_runtime.audio.file_blocks`); a truncated or empty file is known only
+    at its end, so that error comes after the blocks read before it.
     """
     import soxr
 
-    path = _existing(path)
-    try:
-        audio = sf.SoundFile(str(path))
-    except Exception as err:
-        raise AudioError(f"{path}: unreadable audio ({err})") from None
-    with audio:
-        native_rate, header = audio.samplerate, _Header(audio)
-        stream = (soxr.ResampleStream(native_rate, sample_rate_hz, 1, dtype="float32", quality="HQ")
-                  if native_rate != sample_rate_hz else None)
-        block = max(1, int(round((block_seconds or BLOCK_SECONDS) * native_rate)))
-        total, warned = 0, False
-        while True:
-            try:
-                data = audio.read(block, dtype="float32", always_2d=True)
-            except Exception as err:
-                raise AudioError(f"{path}: unreadable audio at sample {total} ({err})") from None
-            total += data.shape[0]
-            last = data.shape[0] < block
-            if data.shape[0]:
-                warned = _check_samples(path, data, header, warned)
-            if last:
-                _check_length(path, total, header)
-            mono = data.mean(axis=1)
-            if stream is not None:
-                mono = stream.resample_chunk(mono, last=last)
-            if len(mono):
-                yield np.ascontiguousarray(mono, dtype=np.float32)
-            if last:
-                return
+    info, blocks = file_blocks(path, block_seconds or BLOCK_SECONDS, AudioError)
+    stream = (soxr.ResampleStream(info.sample_rate_hz, sample_rate_hz, 1, dtype="float32", quality="HQ")
+              if info.sample_rate_hz != sample_rate_hz else None)
+    warned = False
+    for data in blocks:
+        warned = _warn_float_peak(path, data, info, warned)
+        mono = data.mean(axis=1)
+        if stream is not None:
+            mono = stream.resample_chunk(mono)
+        if len(mono):
+            yield np.ascontiguousarray(mono, dtype=np.float32)
+    if stream is not None:
+        tail = stream.resample_chunk(np.zeros(0, np.float32), last=True)
+        if len(tail):
+            yield np.ascontiguousarray(tail, dtype=np.float32)
 
 
-class _Header:
-    """What a file's header says: frames announced, container, sample type."""
-
-    def __init__(self, audio: sf.SoundFile):
-        self.frames, self.container, self.subtype = audio.frames, audio.format, audio.subtype
-
-
-def _existing(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: audio file not found")
-    return path
-
-
-def _check_samples(path: Path, data: np.ndarray, header: _Header, warned: bool = False) -> bool:
-    """NaN / inf is an error; float samples far outside [-1, 1] are reported once. Returns
-    whether the warning has been given."""
-    if not np.all(np.isfinite(data)):
-        raise AudioError(f"{path}: audio contains NaN or infinite samples")
-    peak = float(np.max(np.abs(data))) if data.size else 0.0
-    if not warned and header.subtype in ("FLOAT", "DOUBLE") and peak > FLOAT_PEAK_WARNING:
+def _warn_float_peak(path, data: np.ndarray, info: AudioInfo, warned: bool = False) -> bool:
+    """Report (once) float samples far outside [-1, 1]; returns whether it has been reported."""
+    if warned or info.subtype not in ("FLOAT", "DOUBLE") or not data.size:
+        return warned
+    peak = float(np.max(np.abs(data)))
+    if peak > FLOAT_PEAK_WARNING:
         log.warning("%s: float samples reach %.3g, far outside [-1, 1] (not normalised?); used as they are",
                     path, peak)
         return True
-    return warned
-
-
-def _check_length(path: Path, read: int, header: _Header) -> None:
-    if read == 0:
-        raise AudioError(f"{path}: empty audio (0 samples)")
-    declared = _declared_frames(path, header.frames, header.container, read)
-    if read < declared:
-        raise AudioError(f"{path}: truncated audio ({read} of the {declared} frames its header announces)")
-
-
-def _declared_frames(path: Path, announced: int, container: str, read: int) -> int:
-    """Frames the file's header announces. libsndfile shortens a cut-off WAV's count to what
-    the file holds, so for WAV the RIFF ``data`` chunk's own size is read too; an MP3's
-    length is an estimate (no truncation test)."""
-    if container == "MPEG":
-        return read
-    if container in ("WAV", "WAVEX"):
-        from sedweak_runtime.detector import declared_wav_frames
-
-        return max(announced, declared_wav_frames(path) or 0)
-    return announced
+    return False
 
 
 def resample(waveform: np.ndarray, rate_in_hz: int, rate_out_hz: int) -> np.ndarray:

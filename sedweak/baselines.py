@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from sedweak.config import ConfigError
+
 N_MFCC = 20
 
 
@@ -47,7 +49,7 @@ class MfccKnn:
         x = np.concatenate([mfcc_frames(m, self.time_pooling)[::frame_stride] for m in logmels])
         y = np.concatenate([t[::frame_stride] for t in strong_targets])
         if np.any(y < 0):
-            raise ValueError("the MFCC + k-NN baseline needs strong (frame) targets, not masked ones")
+            raise ConfigError("the MFCC + k-NN baseline needs strong (frame) targets, not masked ones")
         self.scaler = StandardScaler().fit(x)
         # Regression on multi-hot targets = per-class share of neighbours with the label.
         self.knn = KNeighborsRegressor(self.num_neighbors, n_jobs=-1).fit(self.scaler.transform(x), y)

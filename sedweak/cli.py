@@ -9,11 +9,15 @@ from pathlib import Path
 
 import click
 
-from sedweak.audio import AudioError
-from sedweak.config import EXPORT_MODES, ConfigError
-from sedweak.labels import LabelError
+from sedweak_runtime.inputs import DuplicateKeyError
 
-USER_ERRORS = (ConfigError, LabelError, AudioError, FileNotFoundError, ValueError, RuntimeError)
+from sedweak.config import EXPORT_MODES
+from sedweak.errors import UserError
+
+# What a user can fix prints one line (``-v``: with its traceback); anything else is a bug
+# in sedweak and prints its traceback (sedweak.errors).
+USER_ERRORS = (UserError, DuplicateKeyError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError)
+_VERBOSE = False
 
 
 def _quiet_tensorflow() -> None:
@@ -22,6 +26,9 @@ def _quiet_tensorflow() -> None:
 
 
 def _fail(err: Exception) -> None:
+    """One line for a user error; with ``-v`` its traceback too."""
+    if _VERBOSE:
+        raise err
     raise click.ClickException(str(err)) from None
 
 
@@ -30,6 +37,8 @@ def _fail(err: Exception) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 def main(verbose: bool) -> None:
     """Sound event detection from weakly labelled audio."""
+    global _VERBOSE
+    _VERBOSE = verbose
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     _quiet_tensorflow()
 
@@ -113,7 +122,7 @@ def score(reference, estimated, json_out, segment_seconds, collar_seconds, class
             check_writable(json_out, "--json")
         class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
         if classes is not None and not class_list:
-            raise ValueError("--classes: give at least one class name")
+            raise click.UsageError("--classes: give at least one class name")
         metrics = score_tsv(reference, estimated, classes=class_list,
                             config=EvalConfig(segment_seconds=segment_seconds, t_collar_seconds=collar_seconds))
     except USER_ERRORS as err:
@@ -344,13 +353,14 @@ def export(model, out, mode, staged, streaming, whole_clip, waveform_input, cali
 
     from sedweak.models.saving import load_model
     from sedweak.config import ExportConfig
-    from sedweak.export import ExportError, export_model
+    from sedweak.export import export_model
     from sedweak.io_utils import check_writable
 
     try:
         graphs = [name for name, on in (("staged", staged), ("streaming", streaming), ("whole_clip", whole_clip)) if on]
         if len(graphs) > 1:
-            raise ValueError(f"--{' and --'.join(g.replace('_', '-') for g in graphs)} are different exports: choose one")
+            raise click.UsageError(f"--{' and --'.join(g.replace('_', '-') for g in graphs)} are different exports: "
+                                   "choose one")
         graph = graphs[0] if graphs else None
         model_path, run_config, settings = _export_source(Path(model))
         flags = {"mode": mode, "graph": graph, "waveform_input": waveform_input, "calibration": calibration,
@@ -362,7 +372,7 @@ def export(model, out, mode, staged, streaming, whole_clip, waveform_input, cali
         out = check_writable(Path(out) if out else model_path.with_suffix(".tflite"))
         keras_model, info = load_model(model_path)
         path, report = export_model(keras_model, info, out, settings, run_config, source=str(model_path))
-    except USER_ERRORS + (ExportError,) as err:
+    except USER_ERRORS as err:
         _fail(err)
     click.echo(f"{path}: {report.size_bytes / 1e3:.1f} kB, {settings.mode}"
                f"{' full-integer' if settings.full_integer else ''}, {settings.resolved_graph.replace('_', '-')}"

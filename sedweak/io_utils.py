@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sedweak.errors import OutputPathError
+
 
 def default_file_mode() -> int:
     """The mode ``open()`` gives a new file under the process umask (e.g. 0o644). ``mkstemp``
@@ -64,12 +66,12 @@ def check_writable(path: str | Path, option: str = "--out") -> Path:
     Returns ``path``."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{option} {path}: is a folder, expected a file path")
+        raise OutputPathError(f"{option} {path}: is a folder, expected a file path")
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise ValueError(f"{option} {path}: {parent} is a file, so no folder can be made there")
+        raise OutputPathError(f"{option} {path}: {parent} is a file, so no folder can be made there")
     if not os.access(parent, os.W_OK):
-        raise ValueError(f"{option} {path}: no permission to write in {parent}")
+        raise OutputPathError(f"{option} {path}: no permission to write in {parent}")
     return path

@@ -20,11 +20,13 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from sedweak.errors import UserError
+
 STRONG_HEADER = ("filename", "onset", "offset", "event_label")
 WEAK_HEADER = ("filename", "event_labels")
 
 
-class LabelError(ValueError):
+class LabelError(UserError, ValueError):
     """A malformed label file or an unknown label name."""
 
 

@@ -38,7 +38,7 @@ from typing import Sequence
 import numpy as np
 
 from sedweak.audio import AudioError
-from sedweak.labels import Event
+from sedweak.labels import Event, LabelError
 
 METHODS = ("gradient", "smoothgrad", "integrated-gradients")
 EVENT_FRAMES = ("detected", "all")
@@ -227,7 +227,7 @@ def saliency_maps(model, logmel: np.ndarray, class_index: int, method: str = "gr
 def class_index(classes: Sequence[str], class_name: str) -> int:
     """Position of ``class_name`` in ``classes``; an unknown name lists the known ones."""
     if class_name not in classes:
-        raise ValueError(f"unknown class {class_name!r}; the model knows: {', '.join(classes)}")
+        raise LabelError(f"unknown class {class_name!r}; the model knows: {', '.join(classes)}")
     return list(classes).index(class_name)
 
 

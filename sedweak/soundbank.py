@@ -29,6 +29,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from sedweak.config import SPLIT_BY
+from sedweak.errors import UserError
 from sedweak.io_utils import atomic_write_text
 
 EMBEDDED_BANK_DIR = Path(__file__).parent / "assets" / "soundbank"
@@ -39,7 +41,8 @@ ROLES = ("foreground", "background")
 SPLITS = ("train", "valid", "eval")
 
 
-class SoundBankError(ValueError):
+
+class SoundBankError(UserError, ValueError):
     """A sound bank folder or manifest that cannot be used; the message names the file."""
 
 
@@ -48,7 +51,9 @@ class BankClip:
     """One audio file of a bank.
 
     ``source_group`` is the original recording (``md5_of_original``, else ``source_path``,
-    else the file itself): excerpts of one recording share it.
+    else the file itself): excerpts of one recording share it. ``collection`` is the
+    manifest's ``source_package``: recordings of one origin (a game's sound set, a
+    speech corpus), alike in microphone, room and production.
     """
 
     path: Path  # absolute path of the FLAC file
@@ -58,6 +63,7 @@ class BankClip:
     source_group: str
     duration_seconds: float
     license: str
+    collection: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,15 +136,21 @@ def _clip_from_row(root: Path, manifest: Path, line: int, row: dict[str, str]) -
         raise SoundBankError(f"{where}: duration_s must be a number, got {row['duration_s']!r}") from None
     group = row["md5_of_original"] or row["source_path"] or row["path"]
     return BankClip(path=path, relative_path=row["path"], role=row["role"], label=row["label"],
-                    source_group=group, duration_seconds=duration, license=row["license"])
+                    source_group=group, duration_seconds=duration, license=row["license"],
+                    collection=row["source_package"])
 
 
 # ----------------------------------------------------------------------------- splits
 
 
 def split_by_source(clips: Sequence[BankClip], fractions: Sequence[float] = (0.7, 0.15, 0.15),
-                    seed: int = 0) -> dict[str, list[BankClip]]:
+                    seed: int = 0, split_by: str = "recording") -> dict[str, list[BankClip]]:
     """Split clips into train / valid / eval, disjoint by source group.
+
+    ``split_by="collection"``: eval holds whole collections that training never hears
+    (per stratum, the collection whose size is closest to the eval fraction, never all of
+    them; see :func:`hold_out_collections`); train / valid split the rest by recording.
+    A stratum with a single collection is split by recording, with a warning.
 
     Stratified by (role, label): each stratum's groups are shuffled with ``seed`` and
     dealt out by ``fractions``, every split getting at least one group when the stratum
@@ -149,6 +161,18 @@ def split_by_source(clips: Sequence[BankClip], fractions: Sequence[float] = (0.7
     """
     if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
         raise ValueError(f"fractions must be 3 non-negative numbers, got {fractions}")
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
+    if split_by == "collection":
+        held = hold_out_collections(clips, fractions[2] / float(sum(fractions)), seed)
+        strata_held = {(c.role, c.label) for c in clips if c.relative_path in held}
+        single = [c for c in clips if (c.role, c.label) not in strata_held]   # one collection: by recording
+        rest = split_by_source([c for c in clips if (c.role, c.label) in strata_held and c.relative_path not in held],
+                               (fractions[0], fractions[1], 0.0), seed)
+        plain = split_by_source(single, fractions, seed)
+        chosen = {s: {c.relative_path for c in rest[s] + plain[s]} for s in ("train", "valid")}
+        chosen["eval"] = held | {c.relative_path for c in plain["eval"]}
+        return {s: [c for c in clips if c.relative_path in chosen[s]] for s in SPLITS}
     strata: dict[tuple[str, str], list[BankClip]] = defaultdict(list)
     for clip in clips:
         strata[(clip.role, clip.label)].append(clip)
@@ -168,6 +192,32 @@ def split_by_source(clips: Sequence[BankClip], fractions: Sequence[float] = (0.7
                 if (c.relative_path if by_file else c.source_group) == unit:
                     split_of[c.relative_path] = split
     return {s: [c for c in clips if split_of[c.relative_path] == s] for s in SPLITS}
+
+
+def hold_out_collections(clips: Sequence[BankClip], eval_fraction: float, seed: int = 0) -> set[str]:
+    """Relative paths of the clips whose collection is held out, per (role, label) stratum:
+    of the stratum's collections (seeded order), the one whose file count is closest to
+    ``eval_fraction`` of the stratum's files, among those that leave others for training.
+    A stratum with one collection holds out nothing (warning): it stays seen."""
+    held: set[str] = set()
+    strata: dict[tuple[str, str], list[BankClip]] = defaultdict(list)
+    for clip in clips:
+        strata[(clip.role, clip.label)].append(clip)
+    for (role, label), members in sorted(strata.items()):
+        sizes: dict[str, int] = defaultdict(int)
+        for c in members:
+            sizes[c.collection] += 1
+        if len(sizes) < 2:
+            warnings.warn(f"split_by_source: {role} {label!r} has one collection ({next(iter(sizes))!r}): "
+                          "it is split by recording, its eval clips come from a seen collection", stacklevel=3)
+            continue
+        names = sorted(sizes)
+        rng = np.random.default_rng([seed, _stable_hash("collection/" + role + "/" + label)])
+        names = [names[i] for i in rng.permutation(len(names))]
+        target = eval_fraction * len(members)
+        chosen = min(names, key=lambda n: abs(sizes[n] - target))   # first in seeded order on ties
+        held |= {c.relative_path for c in members if c.collection == chosen}
+    return held
 
 
 def _deal(count: int, fractions: Sequence[float]) -> list[str]:

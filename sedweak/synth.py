@@ -17,7 +17,10 @@ loudest frame of the foreground file. Foregrounds are trimmed to their first..la
 frame before placement, so strong-label onsets/offsets do not include quiet lead-in/out.
 
 Splits: the bank is split by source recording (:func:`sedweak.soundbank.split_by_source`,
-foregrounds and backgrounds), so train / valid / eval never share a recording.
+foregrounds and backgrounds), so train / valid / eval never share a recording. With
+``synth.split_by: collection`` the eval split also draws on whole collections (the
+manifest's ``source_package``) that train and valid never hear: recordings from another
+origin, the harder and more honest test of a detector meant for other microphones.
 
 Resumability: a split is rendered into ``audio/.<split>.partial`` and renamed into place;
 ``metadata/<split>_synth.json`` (all parameters + the bank manifest hash) is written
@@ -42,10 +45,16 @@ from typing import Sequence
 import numpy as np
 
 from sedweak.audio import load_audio, write_wav
-from sedweak.config import SynthConfig
+from sedweak.config import ConfigError, SynthConfig
 from sedweak.io_utils import atomic_write_json, atomic_write_text
 from sedweak.labels import Event, write_strong_tsv, write_weak_tsv
-from sedweak.soundbank import SPLITS, BankClip, SoundBank, split_by_source
+from sedweak.soundbank import (
+    SPLITS,
+    BankClip,
+    SoundBank,
+    SoundBankError,
+    split_by_source,
+)
 
 ACTIVE_FRAME_SECONDS = 0.02
 ACTIVE_THRESHOLD_DB = -40.0
@@ -178,7 +187,7 @@ def plan_split(split_index: int, split: str, num_clips: int, pool: dict[str, lis
     """Plans of ``num_clips`` clips; clip i uses RNG (config.seed, split_index, i)."""
     low = config.onset_min_seconds
     if low > clip_seconds - MIN_EVENT_SECONDS_IN_CLIP:
-        raise ValueError(f"synth.onset_min_seconds={low} leaves no room in a {clip_seconds} s clip")
+        raise ConfigError(f"synth.onset_min_seconds={low} leaves no room in a {clip_seconds} s clip")
     digits = max(4, len(str(num_clips - 1)))
     plans = []
     for i in range(num_clips):
@@ -260,14 +269,15 @@ def _write_split(plans: list[PlannedClip], split: str, out_dir: Path, config: Sy
 # ----------------------------------------------------------------------------- entry point
 
 
-def _split_bank(bank: SoundBank, classes: Sequence[str], seed: int) -> dict[str, dict]:
-    """Per split: {"pool": {class: [clips]}, "backgrounds": [clips]}, disjoint by source."""
+def _split_bank(bank: SoundBank, classes: Sequence[str], seed: int, split_by: str = "recording") -> dict[str, dict]:
+    """Per split: {"pool": {class: [clips]}, "backgrounds": [clips]}, disjoint by source
+    recording (``split_by="collection"``: eval from collections training never hears)."""
     foreground = [c for label in classes for c in bank.foreground(label)]
-    fg_splits = split_by_source(foreground, seed=seed)
-    bg_splits = split_by_source(bank.backgrounds(), seed=seed)
+    fg_splits = split_by_source(foreground, seed=seed, split_by=split_by)
+    bg_splits = split_by_source(bank.backgrounds(), seed=seed, split_by=split_by)
     if not all(bg_splits.values()):  # too few recordings per kind: split the pool as one kind
         pooled = [dataclasses.replace(c, label="background") for c in bank.backgrounds()]
-        bg_splits = split_by_source(pooled, seed=seed)
+        bg_splits = split_by_source(pooled, seed=seed, split_by=split_by)
     out = {}
     for split in SPLITS:
         pool = {label: [c for c in fg_splits[split] if c.label == label] for label in classes}
@@ -277,7 +287,7 @@ def _split_bank(bank: SoundBank, classes: Sequence[str], seed: int) -> dict[str,
                           f"its events are drawn from the other classes", stacklevel=3)
         pool = {label: clips for label, clips in pool.items() if clips}
         if not pool or not bg_splits[split]:
-            raise ValueError(f"{bank.root}: split {split!r} got no foreground or no background file; "
+            raise SoundBankError(f"{bank.root}: split {split!r} got no foreground or no background file; "
                              f"the bank needs >= 3 source recordings of each role")
         out[split] = {"pool": pool, "backgrounds": bg_splits[split]}
     return out
@@ -330,7 +340,7 @@ def synthesize(bank: SoundBank, config: SynthConfig, out_dir: str | Path, clip_s
     classes = list(classes) if classes else bank.foreground_classes
     if config.mode == "multi" and config.max_events == 0:
         warnings.warn("synthesize: max_events = 0, every clip is background only", stacklevel=2)
-    parts = _split_bank(bank, classes, config.seed)
+    parts = _split_bank(bank, classes, config.seed, config.split_by)
     cache = _AudioCache(sample_rate_hz)
     counts = {"train": config.num_train_clips, "valid": config.num_valid_clips, "eval": config.num_eval_clips}
     result: dict = {"classes": classes, "splits": {}}

@@ -119,3 +119,27 @@ def test_demo_fast_dev_run_writes_the_report(tmp_path, monkeypatch, toy_bank_dir
     for name in ("report.md", "model.keras", "model.json", "event_roll.png"):
         assert (tmp_path / "demo" / name).is_file(), name
     assert "| mfcc_knn |" in (tmp_path / "demo" / "report.md").read_text()
+
+
+def test_a_user_error_is_one_line_and_a_bug_is_a_traceback(tmp_path, monkeypatch):
+    """A recipe error prints one line (``-v`` raises it with its traceback); an exception that is
+    not a :class:`sedweak.errors.UserError` -- a bug -- is never turned into a one-liner."""
+    from sedweak.config import ConfigError
+
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("train:\n  epochs: -1\n")
+    args = ["train", str(recipe), "--workdir", str(tmp_path / "w")]
+    plain = CliRunner().invoke(main, args)
+    assert plain.exit_code == 1 and plain.output.strip().count("\n") == 0
+    assert plain.output.startswith("Error: ") and "train.batch_size and train.epochs must be > 0" in plain.output
+    verbose = CliRunner().invoke(main, ["-v"] + args)
+    assert isinstance(verbose.exception, ConfigError)     # re-raised: the traceback is printed
+
+    import sedweak.config
+
+    def buggy(*_args, **_kwargs):
+        raise ValueError("an index went wrong inside sedweak")
+
+    monkeypatch.setattr(sedweak.config, "load_config", buggy)
+    bug = CliRunner().invoke(main, ["train", "recipes/demo.yaml", "--workdir", str(tmp_path / "w2")])
+    assert isinstance(bug.exception, ValueError) and "Error: an index went wrong" not in bug.output

@@ -116,3 +116,9 @@ def test_reader_options_are_free_form_here_and_typed_by_the_reader():
         reader_options(Options, bad.data)
     with pytest.raises(ConfigError, match="data.dataset must be one of"):
         load_config(overrides=["data.dataset=nope"])
+
+
+def test_synth_split_by_is_validated():
+    assert load_config(None, ["data.synth.split_by=collection"]).data.synth.split_by == "collection"
+    with pytest.raises(ConfigError, match=r"synth.split_by must be one of \('recording', 'collection'\)"):
+        load_config(None, ["data.synth.split_by=microphone"])

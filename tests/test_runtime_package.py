@@ -366,12 +366,12 @@ def test_detect_file_streams_from_disk_and_equals_the_whole_file(model, tmp_path
     peak traced memory for 4 minutes stays within 1.3x that of 1 minute."""
     import tracemalloc
 
-    import sedweak_runtime.detector as detector_module
+    import sedweak_runtime.audio as audio_module
 
     detector = sedweak_runtime.Detector(model)
     path = _wav(tmp_path / "long.wav", seconds=7.3, seed=3)
     whole = detector.frame_probabilities(detector.read_audio(path))
-    monkeypatch.setattr(detector_module, "BLOCK_SECONDS", 0.3)
+    monkeypatch.setattr(audio_module, "BLOCK_SECONDS", 0.3)
     streamed = detector.stitched_probabilities(sedweak_runtime.read_blocks(path, RATE))
     np.testing.assert_allclose(streamed, whole, atol=1e-6)
     monkeypatch.undo()

@@ -162,3 +162,42 @@ def test_embedded_bank_is_complete_and_small():
         splits = split_by_source(list(bank.clips), seed=0)
     for split in SPLITS:
         assert len({c.label for c in splits[split] if c.role == "foreground"}) == 9
+
+
+def _clip(label: str, collection: str, group: str, index: int, role: str = "foreground") -> BankClip:
+    return BankClip(path=Path(f"/bank/{label}/{group}_{index}.flac"), relative_path=f"{role}/{label}/{group}_{index}.flac",
+                    role=role, label=label, source_group=group, duration_seconds=1.0, license="CC0-1.0",
+                    collection=collection)
+
+
+def test_split_by_collection_keeps_eval_collections_out_of_training():
+    """Dog: collections A (6 files, 6 recordings), B (2), C (4): the eval fraction 0.15 of 12
+    files is 1.8, closest to B's 2, so B is eval and never heard in train / valid; A and C are
+    split by recording. Cat has one collection: split by recording, with a warning."""
+    dog = ([_clip("Dog", "A", f"a{i}", 0) for i in range(6)] + [_clip("Dog", "B", f"b{i}", 0) for i in range(2)]
+           + [_clip("Dog", "C", f"c{i}", 0) for i in range(4)])
+    cat = [_clip("Cat", "K", f"k{i}", 0) for i in range(6)]
+    with pytest.warns(UserWarning, match="'Cat' has one collection"):
+        splits = split_by_source(dog + cat, seed=3, split_by="collection")
+    dog_split = {s: {c.collection for c in clips if c.label == "Dog"} for s, clips in splits.items()}
+    assert dog_split["eval"] == {"B"}
+    assert dog_split["train"] | dog_split["valid"] == {"A", "C"}
+    assert {c.relative_path for c in dog if c.collection == "B"} == {c.relative_path for c in splits["eval"]
+                                                                     if c.label == "Dog"}
+    cat_split = {s: [c for c in clips if c.label == "Cat"] for s, clips in splits.items()}
+    assert all(cat_split.values())                  # a seen-collection eval for Cat
+    assert sorted(c.relative_path for clips in splits.values() for c in clips) == sorted(
+        c.relative_path for c in dog + cat)         # every clip once
+    with pytest.raises(ValueError, match="split_by must be one of"):
+        split_by_source(dog, split_by="microphone")
+
+
+def test_embedded_bank_split_by_collection_has_unseen_eval_for_every_class():
+    """The embedded bank has >= 2 collections per class: each class's eval clips come from a
+    collection that its training clips do not."""
+    bank = SoundBank.open("embedded")
+    splits = split_by_source([c for c in bank.clips if c.role == "foreground"], seed=0, split_by="collection")
+    for label in bank.foreground_classes:
+        seen = {c.collection for s in ("train", "valid") for c in splits[s] if c.label == label}
+        unseen = {c.collection for c in splits["eval"] if c.label == label}
+        assert unseen and seen and not (seen & unseen), label

@@ -182,3 +182,30 @@ def test_classes_subset_restricts_labels(toy_bank, tmp_path):
     labels = {e.label for s in SPLITS for ev in read_strong_tsv(result["splits"][s]["strong_tsv"]).values()
               for e in ev}
     assert labels <= {"Buzz", "Chirp"}
+
+
+def test_split_by_collection_mixes_eval_from_collections_training_never_hears(tmp_path):
+    """Each class's third recording is re-labelled collection "B" in the manifest: with
+    ``split_by: collection`` every eval foreground comes from B and no train / valid one does."""
+    import warnings
+
+    root = tmp_path / "bank"
+    write_toy_bank(root)
+    manifest = root / "manifest.csv"
+    rows = list(csv.DictReader(manifest.open(newline="", encoding="utf-8")))
+    for row in rows:
+        third = row["role"] == "foreground" and row["path"].rsplit("_", 1)[0].endswith("-2")
+        row["source_package"] = "B" if third else "A"
+    with manifest.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    collection = {row["path"]: row["source_package"] for row in rows}
+    config = dataclasses.replace(WAA, split_by="collection")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")        # A's two recordings per class are split by file
+        synthesize(SoundBank.open(root), config, tmp_path / "out", clip_seconds=CLIP_SECONDS, sample_rate_hz=RATE)
+    used = {split: {collection[r["bank_path"]] for r in _sources(tmp_path / "out" / "metadata" / f"{split}_sources.csv")
+                    if r["role"] == "foreground"} for split in SPLITS}
+    assert used["eval"] == {"B"}
+    assert used["train"] | used["valid"] == {"A"}

@@ -8,9 +8,11 @@ them). ``MODEL.tflite.json`` (written by ``sedweak export``) must sit next to th
     pip install ./export            # or the main sedweak distribution, which ships it too
     sedweak-detect MODEL.tflite AUDIO.wav FOLDER/ --out events.tsv
 
-Modules: ``frontend`` (numpy log-mel), ``events`` (post-processing, TSV), ``models``
-(tensor conversion, streaming step, staged model), ``detector`` (audio -> events),
-``sidecar`` (formats, reading), ``cli`` (``sedweak-detect``).
+Modules: ``audio`` (checked block reading), ``frontend`` (numpy log-mel), ``windows``
+(cutting and stitching long inputs), ``events`` (post-processing, TSV), ``models`` (tensor
+conversion, streaming step, staged model), ``interpreter`` (LiteRT, quietly), ``detector``
+(audio -> events), ``inputs`` (files and their keys), ``sidecar`` (formats, reading), ``cli``
+(``sedweak-detect``). ``sedweak`` itself uses ``audio``, ``windows``, ``inputs`` and ``interpreter``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from __future__ import annotations
 import json  # noqa: F401  (kept as an attribute: older callers used ``sedweak_runtime.json``)
 
 from .cli import main
-from .detector import Detector, read_audio, read_blocks
+from .audio import file_blocks, read_audio, read_blocks
+from .detector import Detector
 from .events import STRONG_HEADER, Event, median_filter, odd_window_frames, probabilities_to_events, strong_tsv_text
 from .frontend import StreamingLogMel, frames_to_logmel, logmel, mel_matrix
 from .models import StagedModel, StreamingModel, from_model, to_model
@@ -30,6 +33,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Detector", "Event", "SIDECAR_FORMAT", "STAGED_FORMAT", "STRONG_HEADER", "StagedModel", "StreamingLogMel",
     "StreamingModel", "frames_to_logmel", "from_model", "logmel", "main", "median_filter", "mel_matrix",
-    "WindowGrid", "WindowStitcher", "odd_window_frames", "probabilities_to_events", "read_audio", "read_blocks",
+    "WindowGrid", "WindowStitcher", "file_blocks", "odd_window_frames", "probabilities_to_events", "read_audio", "read_blocks",
     "read_sidecar", "sidecar_path", "strong_tsv_text", "to_model", "window_starts",
 ]

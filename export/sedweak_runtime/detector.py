@@ -7,6 +7,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from .audio import read_audio, read_blocks
 from .events import Event, probabilities_to_events
 from .frontend import StreamingLogMel
 from .interpreter import open_interpreter
@@ -15,97 +16,6 @@ from .sidecar import read_sidecar
 from .windows import WindowGrid, WindowStitcher
 
 STREAM_PIECE_SECONDS = 0.1   # detect_file(stream=True) feeds the audio in pieces of this length
-
-
-def declared_wav_frames(path: Path) -> int | None:
-    """Frames a RIFF/WAVE file's ``data`` chunk claims (PCM, float, A-law, µ-law), else None.
-
-    libsndfile shortens a truncated WAV's frame count to what the file holds, so a cut-off
-    file reads without error; the header's own data size tells."""
-    try:
-        with open(path, "rb") as f:
-            riff = f.read(12)
-            if len(riff) < 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
-                return None
-            block_align = None
-            while True:
-                header = f.read(8)
-                if len(header) < 8:
-                    return None
-                chunk, size = header[:4], int.from_bytes(header[4:], "little")
-                if chunk == b"fmt ":
-                    fmt = f.read(size)
-                    if len(fmt) < 14 or int.from_bytes(fmt[:2], "little") not in (1, 3, 6, 7, 0xFFFE):
-                        return None
-                    block_align = int.from_bytes(fmt[12:14], "little")
-                    f.seek(size & 1, 1)
-                elif chunk == b"data":
-                    # 0 and 0xFFFFFFFF: written by a streaming writer that never came back to fill it in
-                    if not block_align or size in (0, 0xFFFFFFFF):
-                        return None
-                    return size // block_align
-                else:
-                    f.seek(size + (size & 1), 1)
-    except OSError:
-        return None
-
-
-BLOCK_SECONDS = 30.0   # read_blocks: seconds per block (about 2 MB of float32 at 16 kHz)
-
-
-def read_blocks(path: str | Path, sample_rate_hz: int, block_seconds: float | None = None
-                ) -> Iterator[np.ndarray]:
-    """The mono float32 waveform (channels averaged) of a file already at ``sample_rate_hz``,
-    in blocks of ``block_seconds`` (default :data:`BLOCK_SECONDS`) read as they are consumed:
-    memory does not grow with the file.
-
-    ValueError naming the file when it is unreadable, at another rate (no resampling on the
-    device), holds NaN / inf, or -- known only at its end, after the blocks before it --
-    is empty or truncated (fewer frames than its header announces)."""
-    import soundfile as sf
-
-    path = Path(path)
-    try:
-        audio = sf.SoundFile(str(path))
-    except Exception as err:  # soundfile raises several types; LibsndfileError has the reason alone
-        reason = getattr(err, "error_string", None) or str(err)
-        raise ValueError(f"{path}: unreadable audio ({' '.join(str(reason).split())})") from None
-    with audio:
-        rate, announced, container = audio.samplerate, audio.frames, audio.format
-        if rate != sample_rate_hz:
-            raise ValueError(f"{path}: sample rate {rate} Hz, the model needs {sample_rate_hz} Hz "
-                             f"(no resampling on the device: convert the file first)")
-        block, total = max(1, int((block_seconds or BLOCK_SECONDS) * rate)), 0
-        while True:
-            try:
-                data = audio.read(block, dtype="float32", always_2d=True)
-            except Exception as err:
-                raise ValueError(f"{path}: unreadable audio at sample {total} ({err})") from None
-            total += data.shape[0]
-            if not np.all(np.isfinite(data)):
-                raise ValueError(f"{path}: NaN or infinite samples")
-            if data.shape[0] < block:
-                _check_length(path, total, announced, container)
-            if data.shape[0]:
-                yield data.mean(axis=1)
-            if data.shape[0] < block:
-                return
-
-
-def _check_length(path: Path, read: int, announced: int, container: str) -> None:
-    if read == 0:
-        raise ValueError(f"{path}: empty audio (no samples)")
-    # mpg123's length of a VBR MP3 without a Xing header is an estimate: not a truncation test
-    declared = announced if container != "MPEG" else read
-    if container in ("WAV", "WAVEX"):
-        declared = max(declared, declared_wav_frames(path) or 0)
-    if read < declared:
-        raise ValueError(f"{path}: truncated audio ({read} of the {declared} frames its header announces)")
-
-
-def read_audio(path: str | Path, sample_rate_hz: int) -> np.ndarray:
-    """The whole of :func:`read_blocks` as one array (samples,)."""
-    return np.concatenate(list(read_blocks(path, sample_rate_hz)))
 
 
 class Detector:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from sedweak.errors import UserError
+
 # Allowed values, one home each.
 DATASETS = ("audioset", "dcase2017_task4", "desed", "folder", "generic", "synth", "urbansed", "urbansound8k")
 WEAK_POOLINGS = ("max", "mean", "attention", "linear_softmax")
@@ -17,9 +19,10 @@ SAMPLINGS = ("shuffle", "balanced")
 CLASS_WEIGHTINGS = ("none", "inverse_frequency", "sqrt_inverse")
 EXPORT_MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 EXPORT_GRAPHS = ("auto", "whole_clip", "staged", "streaming")
+SPLIT_BY = ("recording", "collection")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A recipe or override that does not describe a valid configuration."""
 
 
@@ -79,9 +82,14 @@ class SynthConfig:
     allow_same_class_overlap: bool = False
     background_gain_db: float = -20.0  # background level relative to full scale (RMS dBFS)
     seed: int = 0
+    # How the bank is split before mixing: "recording" (train / valid / eval disjoint by source
+    # recording) or "collection" (eval from whole collections -- the manifest's source_package --
+    # that training never hears: a measure of generalisation to unseen recordings).
+    split_by: str = "recording"
 
     def __post_init__(self) -> None:
         _check(self.mode in ("waa", "multi"), f"synth.mode must be 'waa' or 'multi', got {self.mode!r}")
+        _check(self.split_by in SPLIT_BY, f"synth.split_by must be one of {SPLIT_BY}, got {self.split_by!r}")
         _check(0 <= self.min_events <= self.max_events, "synth: need 0 <= min_events <= max_events")
         _check(self.snr_min_db <= self.snr_max_db, "synth: need snr_min_db <= snr_max_db")
         _check(self.onset_min_seconds <= self.onset_max_seconds, "synth: onset bounds reversed")

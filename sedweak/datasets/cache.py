@@ -32,6 +32,7 @@ import numpy as np
 
 from sedweak.audio import AudioError, fit_length, load_audio
 from sedweak.config import FeatureConfig
+from sedweak.errors import UserError
 
 log = logging.getLogger(__name__)
 FORMAT = 2
@@ -39,7 +40,7 @@ PENDING, OK, FAILED = 0, 1, 2
 REASON_BYTES = 240
 
 
-class CacheError(RuntimeError):
+class CacheError(UserError, RuntimeError):
     """A cache built with a different configuration, unreadable, or being built by another process."""
 
 

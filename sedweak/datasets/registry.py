@@ -17,7 +17,7 @@ import importlib
 from pathlib import Path
 from typing import Sequence
 
-from sedweak.config import DATASETS
+from sedweak.config import DATASETS, ConfigError
 
 # name (one of sedweak.config.DATASETS, where recipes are validated) -> "module:function"
 READERS: dict[str, str] = {
@@ -43,7 +43,7 @@ def reader_names() -> list[str]:
 def read_dataset(name: str, root: Path, data, splits: Sequence[str]) -> dict:
     """``{split: ClipSet}`` from the reader registered as ``name``."""
     if name not in READERS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {reader_names()}")
+        raise ConfigError(f"unknown dataset {name!r}; known datasets: {reader_names()}")
     module, function = READERS[name].split(":")
     return getattr(importlib.import_module(module), function)(Path(root), data, splits)
 

@@ -9,6 +9,7 @@ import numpy as np
 from sedweak.config import EvalConfig
 from sedweak.datasets.cache import CacheResult
 from sedweak.datasets.clipset import ClipSet
+from sedweak.errors import DataError
 from sedweak.evaluation import score_clips
 from sedweak.inference import predict_logmel_outputs
 from sedweak.labels import Event, write_strong_tsv
@@ -40,7 +41,7 @@ def evaluate_split(model, info: ModelInfo, clips: ClipSet, features: CacheResult
     """
     events, _, tags = detect_cached(model, info, features)
     if not events:
-        raise ValueError(f"split {clips.name!r} has no usable clip to evaluate")
+        raise DataError(f"split {clips.name!r} has no usable clip to evaluate")
     if out_tsv is not None:
         write_strong_tsv(out_tsv, events)
     weak_reference = {n: clips.weak[n] for n in events}

@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from sedweak.errors import DataError
 from sedweak.labels import LabelError
 
 LabelsByFile = Mapping[str, Sequence[str]]
@@ -115,5 +116,5 @@ def average_precision(targets: np.ndarray, scores: np.ndarray, classes: Sequence
             continue
         per_class[label] = float(average_precision_score(positives, scores[:, k]))
     if not per_class:
-        raise ValueError(f"no class has a positive clip, average precision is undefined for all of {list(classes)}")
+        raise DataError(f"no class has a positive clip, average precision is undefined for all of {list(classes)}")
     return {"mAP": float(np.mean(list(per_class.values()))), "per_class": per_class, "skipped_classes": skipped}

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from sedweak.config import EXPORT_MODES, ExportConfig
 from sedweak.export.checks import TOLERANCES, ExportCheck, check_inputs, check_tflite
+from sedweak.errors import ExportSettingsError
 from sedweak.export.convert import ExportError, convert_saved_model
 from sedweak.export.flatbuffer import (
     buffer_sizes,
@@ -62,15 +63,15 @@ def export_model(model, info, out: str | Path, settings: ExportConfig, run_confi
     out = Path(out)
     graph = settings.resolved_graph
     if settings.mode == "int16x8" and graph != "streaming":
-        raise ValueError("--mode int16x8 is offered for --streaming files only (the converter's int16 staged GRU "
-                         "stages came out wrong: max diff 0.93 on a trained model)")
+        raise ExportSettingsError("--mode int16x8 is offered for --streaming files only (the converter's int16 staged GRU "
+                                  "stages come out wrong: export/README.md)")
     if settings.mode in ("int8", "int16x8") and graph == "whole_clip":
-        raise ValueError(f"--mode {settings.mode} needs a loop-free graph: staged (the default for int8) or "
-                         "streaming; the whole-clip GRU is a WHILE loop the int8 calibrator cannot run")
+        raise ExportSettingsError(f"--mode {settings.mode} needs a loop-free graph: staged (the default for int8) or "
+                                  "streaming; the whole-clip GRU is a WHILE loop the int8 calibrator cannot run")
     if graph != "streaming" and settings.lookahead_frames:
-        raise ValueError("--lookahead-frames applies to --streaming exports")
+        raise ExportSettingsError("--lookahead-frames applies to --streaming exports")
     if graph == "streaming" and settings.waveform_input:
-        raise ValueError("--streaming takes log-mel frames (the runtime's streaming front end makes them)")
+        raise ExportSettingsError("--streaming takes log-mel frames (the runtime's streaming front end makes them)")
     clips = _calibration(settings, info, run_config) if settings.mode in ("int8", "int16x8") else None
     partial = out.with_name(f".{out.stem}.partial{out.suffix}")
     try:
@@ -82,7 +83,7 @@ def export_model(model, info, out: str | Path, settings: ExportConfig, run_confi
                              settings.full_integer, source, settings.lookahead_frames)
         else:
             if settings.full_integer:
-                raise ValueError("--full-integer applies to int8 exports")
+                raise ExportSettingsError("--full-integer applies to int8 exports")
             export_tflite(model, info, partial, settings.mode, settings.waveform_input, source)
         report = check_tflite(partial, info, model if settings.check else None, bank_clips)
         os.replace(sidecar_path(partial), sidecar_path(out))

@@ -21,7 +21,12 @@ import numpy as np
 from sedweak_runtime.interpreter import native_stderr_to_log, open_interpreter
 
 from sedweak.config import EXPORT_MODES
-from sedweak.export.flatbuffer import flatbuffer_tensor_types, quantized_ops, requantizing_copies
+from sedweak.errors import ExportError, ExportSettingsError
+from sedweak.export.flatbuffer import (
+    flatbuffer_tensor_types,
+    quantized_ops,
+    requantizing_copies,
+)
 from sedweak.export.sidecar import SIGNATURE_KEY
 
 # Ops no int8 file may quantize: TFLite's int8 DIV aborts the whole invoke when a divisor
@@ -30,10 +35,6 @@ from sedweak.export.sidecar import SIGNATURE_KEY
 FLOAT_OPS = ("DIV",)
 
 log = logging.getLogger(__name__)
-
-
-class ExportError(RuntimeError):
-    """A conversion that failed or produced a file that fails its checks."""
 
 
 def convert_saved_model(directory: str | Path, mode: str, representative=None, full_integer: bool = False,
@@ -55,7 +56,7 @@ def convert_saved_model(directory: str | Path, mode: str, representative=None, f
     import tensorflow as tf
 
     if mode not in EXPORT_MODES:
-        raise ValueError(f"export mode must be one of {EXPORT_MODES}, got {mode!r}")
+        raise ExportSettingsError(f"export mode must be one of {EXPORT_MODES}, got {mode!r}")
     converter = tf.lite.TFLiteConverter.from_saved_model(str(directory), signature_keys=list(signature_keys))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode in ("float16", "dynamic", "int8", "int16x8"):

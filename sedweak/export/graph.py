@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from sedweak.errors import ExportError, ExportSettingsError
 from sedweak.export.gru import bidirectional_steps, chunked_gru, gru_steps, gru_weights
 from sedweak.models.layers import ConvBlock
-
 
 # ----------------------------------------------------------------------------- chunked CRNN
 
@@ -130,8 +130,8 @@ def stream_logmel(model, logmel: np.ndarray, chunk_frames: int, step=None, looka
     Returns (T // P, K): for a forward-only model equal to the offline strong output."""
     pool, context = time_pooling(model), context_frames(model)
     if chunk_frames % pool or lookahead % pool:
-        raise ValueError(f"chunk_frames {chunk_frames} and lookahead {lookahead} must be multiples of the "
-                         f"time pooling {pool}")
+        raise ExportSettingsError(f"chunk_frames {chunk_frames} and lookahead {lookahead} must be multiples of the "
+                                  f"time pooling {pool}")
     if step is None:
         step = lambda w, m, s: stream_chunk(model, w, m, s, context, lookahead)
     frames = logmel.shape[0]

@@ -8,6 +8,8 @@ Shapes: B batch, S steps (static), D input features, U units.
 
 from __future__ import annotations
 
+from sedweak.errors import ExportError, ExportSettingsError
+
 
 def gru_weights(gru) -> tuple:
     """``keras.layers.GRU`` -> (kernel (D, 3U), recurrent (U, 3U), input bias (3U,), recurrent bias (3U,)).
@@ -17,7 +19,7 @@ def gru_weights(gru) -> tuple:
     """
     cell = getattr(gru, "cell", gru)
     if not getattr(cell, "reset_after", False) or not cell.use_bias:
-        raise ValueError(f"{gru.name}: only GRU(reset_after=True, use_bias=True) is supported")
+        raise ExportSettingsError(f"{gru.name}: only GRU(reset_after=True, use_bias=True) is supported")
     return cell.kernel, cell.recurrent_kernel, cell.bias[0], cell.bias[1]
 
 

@@ -33,13 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-from sedweak.models.saving import ModelInfo
+from sedweak.errors import ExportError, ExportSettingsError
 from sedweak.export.calibration import evenly_spaced, fit_waveform, fit_window
 from sedweak.export.convert import convert_saved_model, io_quantization
 from sedweak.export.graph import conv_stack, recurrent_layers, strong_head
 from sedweak.export.gru import gru_steps, gru_weights, paired_steps
 from sedweak.export.sidecar import input_shape, sidecar_json, sidecar_path
 from sedweak.io_utils import atomic_write_bytes, atomic_write_json
+from sedweak.models.saving import ModelInfo
 
 STAGED_FORMAT = "sedweak-staged-3"          # read by sedweak_runtime.StagedModel
 STAGED_MODES = ("float32", "float16", "dynamic", "int8")
@@ -204,18 +205,18 @@ def export_staged(model, info: ModelInfo, out: str | Path, mode: str = "int8", s
     import keras
 
     if mode not in STAGED_MODES:
-        raise ValueError(f"staged export mode must be one of {STAGED_MODES}, got {mode!r} (int16x8: the "
-                         "converter's int16 GRU stages came out wrong, max diff 0.93 on a trained model)")
+        raise ExportSettingsError(f"staged export mode must be one of {STAGED_MODES}, got {mode!r} (int16x8: the "
+                                  "converter's int16 GRU stages come out wrong: export/README.md)")
     if steps < 1:
-        raise ValueError(f"steps (model frames per GRU call) must be >= 1, got {steps}")
+        raise ExportSettingsError(f"steps (model frames per GRU call) must be >= 1, got {steps}")
     if full_integer and mode != "int8":
-        raise ValueError("--full-integer needs --mode int8")
+        raise ExportSettingsError("--full-integer needs --mode int8")
     if waveform_input and (full_integer or mode == "dynamic"):
-        raise ValueError("--waveform-input keeps the log-mel front end float: not with --full-integer or --mode dynamic")
+        raise ExportSettingsError("--waveform-input keeps the log-mel front end float: not with --full-integer or --mode dynamic")
     representative = None
     if mode == "int8":
         if not calibration:
-            raise ValueError(f"--mode {mode} needs calibration clips (--calibration)")
+            raise ExportSettingsError(f"--mode {mode} needs calibration clips (--calibration)")
         pairs = calibration_inputs(model, info, steps, calibration, waveform_input=waveform_input)
         representative = lambda: iter(pairs)
     signatures = stage_signatures(model, info, steps, waveform_input)

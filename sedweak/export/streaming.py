@@ -18,12 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
-from sedweak.models.saving import ModelInfo
+from sedweak.errors import ExportError, ExportSettingsError
 from sedweak.export.calibration import evenly_spaced
 from sedweak.export.convert import convert_saved_model, io_quantization
-from sedweak.export.graph import context_frames, recurrent_layers, state_units, stream_chunk, stream_logmel, time_pooling
+from sedweak.export.graph import (
+    context_frames,
+    recurrent_layers,
+    state_units,
+    stream_chunk,
+    stream_logmel,
+    time_pooling,
+)
 from sedweak.export.sidecar import SIGNATURE_KEY, sidecar_json, sidecar_path
 from sedweak.io_utils import atomic_write_bytes, atomic_write_json
+from sedweak.models.saving import ModelInfo
 
 STREAMING_MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 
@@ -41,8 +49,8 @@ def step_function(model, chunk_frames: int, lookahead: int = 0):
     """(logmel, mask, *states) -> {"strong", "state_i"}: the streaming step as a plain function."""
     pool = time_pooling(model)
     if chunk_frames <= 0 or chunk_frames % pool or lookahead < 0 or lookahead % pool:
-        raise ValueError(f"chunk_frames {chunk_frames} (> 0) and lookahead {lookahead} (>= 0) must be "
-                         f"multiples of the time pooling {pool}")
+        raise ExportSettingsError(f"chunk_frames {chunk_frames} (> 0) and lookahead {lookahead} (>= 0) must be "
+                                  f"multiples of the time pooling {pool}")
     context = context_frames(model)
 
     def serve(logmel, mask, *states):
@@ -99,13 +107,13 @@ def export_streaming(model, info: ModelInfo, out: str | Path, chunk_frames: int 
     import keras
 
     if mode not in STREAMING_MODES:
-        raise ValueError(f"streaming mode must be one of {STREAMING_MODES}, got {mode!r}")
+        raise ExportSettingsError(f"streaming mode must be one of {STREAMING_MODES}, got {mode!r}")
     if full_integer and mode != "int8":
-        raise ValueError("--full-integer needs --mode int8")
+        raise ExportSettingsError("--full-integer needs --mode int8")
     representative = None
     if mode in ("int8", "int16x8"):
         if not calibration:
-            raise ValueError(f"--mode {mode} needs calibration clips (--calibration)")
+            raise ExportSettingsError(f"--mode {mode} needs calibration clips (--calibration)")
         windows = calibration_windows(model, calibration, chunk_frames, lookahead)
         representative = lambda: iter(windows)
     out = Path(out)

@@ -21,10 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-from sedweak.models.saving import ModelInfo
+from sedweak.errors import ExportError, ExportSettingsError
 from sedweak.export.convert import convert_saved_model
-from sedweak.export.sidecar import OUTPUT_NAMES, SIGNATURE_KEY, input_shape, sidecar_json, sidecar_path
+from sedweak.export.sidecar import (
+    OUTPUT_NAMES,
+    SIGNATURE_KEY,
+    input_shape,
+    sidecar_json,
+    sidecar_path,
+)
 from sedweak.io_utils import atomic_write_bytes, atomic_write_json
+from sedweak.models.saving import ModelInfo
 
 WHOLE_CLIP_MODES = ("float32", "float16", "dynamic")
 
@@ -67,12 +74,12 @@ def export_tflite(model, info: ModelInfo, out: str | Path, mode: str = "float32"
     in-graph mel matmul ruins the front end (export/README.md, "Front end in int8").
     """
     if mode not in WHOLE_CLIP_MODES:
-        raise ValueError(f"--mode {mode}: this whole-clip graph keeps the GRU as a WHILE loop, which the int8 "
-                         "calibrator cannot run (segfault); use sedweak.export.export_staged (what "
-                         "`sedweak export --mode int8` does) or a --streaming export")
+        raise ExportSettingsError(f"--mode {mode}: this whole-clip graph keeps the GRU as a WHILE loop, which the int8 "
+                                  "calibrator cannot run (segfault); use sedweak.export.export_staged (what "
+                                  "`sedweak export --mode int8` does) or a --streaming export")
     if mode == "dynamic" and waveform_input:
-        raise ValueError("--mode dynamic would quantize the in-graph log-mel front end, which ruins it; export "
-                         "log-mel input for dynamic, or use float32/float16 with --waveform-input")
+        raise ExportSettingsError("--mode dynamic would quantize the in-graph log-mel front end, which ruins it; export "
+                                  "log-mel input for dynamic, or use float32/float16 with --waveform-input")
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="sedweak-export-") as tmp:
         flatbuffer = convert_saved_model(write_saved_model(model, info, waveform_input, Path(tmp) / "sm"), mode)

@@ -13,7 +13,7 @@ import dataclasses
 import keras
 from keras import layers
 
-from sedweak.config import ModelConfig
+from sedweak.config import ConfigError, ModelConfig
 from sedweak.models.layers import ConvBlock, L2Normalize, MeanOverTime, WeakPooling
 
 OUTPUT_KEYS = ("strong", "weak", "embedding")
@@ -28,7 +28,7 @@ def build_crnn(config: ModelConfig, num_classes: int, n_mels: int = 64,
     for pool in config.conv_pool_freq:
         bands //= pool
     if bands < 1:
-        raise ValueError(f"conv_pool_freq {config.conv_pool_freq} pools {n_mels} mel bands to nothing")
+        raise ConfigError(f"conv_pool_freq {config.conv_pool_freq} pools {n_mels} mel bands to nothing")
 
     logmel = keras.Input((num_frames, n_mels), name="logmel")        # (B, T, F)
     x = layers.BatchNormalization(name="input_norm")(logmel)          # per-band standardisation

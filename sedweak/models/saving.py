@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sedweak.config import FeatureConfig, PostprocessConfig, from_dict, to_dict
+from sedweak.errors import OutputPathError, UserError
 from sedweak.io_utils import atomic_write_json
 
 
-class ModelFileError(FileNotFoundError):
+class ModelFileError(UserError, FileNotFoundError):
     """A model file or its sidecar is missing or unreadable."""
 
 
@@ -58,7 +59,7 @@ def save_model(model, path: str | Path, info: ModelInfo) -> Path:
     """Save ``model`` as ``.keras`` (temporary name, then rename) and its sidecar."""
     path = Path(path)
     if path.suffix != ".keras":
-        raise ValueError(f"{path}: model files end in .keras")
+        raise OutputPathError(f"{path}: model files end in .keras")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
     model.save(tmp)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import keras
 
+from sedweak.errors import DataError, TrainingDiverged
 from sedweak.io_utils import atomic_write_json
 from sedweak.models.saving import ModelInfo, save_model
 
@@ -78,10 +79,10 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         logs = logs or {}
         missing = [name for name in self.monitor if name not in logs]
         if missing:
-            raise RuntimeError(f"no {missing} in the epoch logs: is there a validation split?")
+            raise DataError(f"no {missing} in the epoch logs: is there a validation split?")
         value = float(sum(float(logs[name]) for name in self.monitor))
         if not math.isfinite(value):
-            raise RuntimeError(f"{'+'.join(self.monitor)} is {value} at epoch {epoch + 1}: training diverged")
+            raise TrainingDiverged(f"{'+'.join(self.monitor)} is {value} at epoch {epoch + 1}: training diverged")
         if value < self.best or self.select_last:
             self.best, self.best_epoch, self.wait = value, epoch, 0
             save_model(self.model, self.checkpoint_dir / "best.keras", self.info)

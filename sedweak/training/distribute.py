@@ -27,6 +27,7 @@ import os
 from typing import Iterator, Mapping, Sequence
 
 from sedweak.config import STRATEGIES
+from sedweak.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ STRATEGY_BACKENDS = {"default": None, "mirrored": "tensorflow", "multiworker": "
 FLOAT32_LAYERS = ("input_norm", "strong", "weak", "embedding_dense", "embedding")
 
 
-class DistributeError(ValueError):
+class DistributeError(UserError, ValueError):
     """A strategy that cannot run here: wrong backend, missing or malformed TF_CONFIG."""
 
 

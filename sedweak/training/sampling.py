@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sedweak.errors import DataError
+
 WEIGHTINGS = ("none", "inverse_frequency", "sqrt_inverse")
 
 
@@ -76,7 +78,7 @@ def balanced_order(weak: np.ndarray, num_draws: int, rng: np.random.Generator) -
     """(num_draws,) clip indices drawn group round-robin (see the module docstring)."""
     groups = sampling_groups(weak)
     if not groups:
-        raise ValueError("balanced sampling needs at least one clip")
+        raise DataError("balanced sampling needs at least one clip")
     decks = [rng.permutation(g) for g in groups]
     positions = [0] * len(groups)
     out = np.empty(num_draws, np.int64)

@@ -21,6 +21,7 @@ import numpy as np
 
 from sedweak.config import Config, save_config
 from sedweak.datasets.prepare import PreparedData, prepare_data
+from sedweak.errors import DataError, UserError
 from sedweak.io_utils import atomic_write_json
 from sedweak.models.saving import ModelInfo, load_model, save_model
 from sedweak.training.checkpoints import (
@@ -32,7 +33,7 @@ from sedweak.training.checkpoints import (
 log = logging.getLogger(__name__)
 
 
-class WorkdirError(RuntimeError):
+class WorkdirError(UserError, RuntimeError):
     """A workdir that would mix two runs."""
 
 
@@ -197,7 +198,7 @@ def run(config: Config, workdir: str | Path, resume: bool = False, verbose: int 
     data = data or prepare_data(config, workdir, progress=verbose > 0)
     for split in ("train", "valid"):
         if len(data.features[split].filenames) == 0:
-            raise ValueError(f"{data.root}: no usable clips in split {split!r}")
+            raise DataError(f"{data.root}: no usable clips in split {split!r}")
     model, info, epochs_run = fit(config, workdir, data, resume, verbose)
     model_path = save_model(model, workdir / "model.keras", info)
     metrics = evaluate_split(model, info, data.clips["eval"], data.features["eval"], config.evaluation,
