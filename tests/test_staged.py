@@ -126,6 +126,7 @@ def test_cli_int8_without_streaming_writes_a_staged_file(tmp_path):
     assert both.exit_code != 0 and "choose one" in both.output
 
 
+@pytest.mark.slow   # test_export_matrix runs int8 waveform-input for every pooling
 def test_staged_int8_with_waveform_input_keeps_the_front_end_float(tmp_path):
     from sedweak.export import flatbuffer_tensor_types, read_sidecar
     from sedweak.export.staged import export_staged, run_staged_file

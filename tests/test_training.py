@@ -37,6 +37,7 @@ def test_run_writes_every_artifact_and_strict_metrics(tmp_path, tiny_recipe):
     assert load_config(workdir / "config.yaml") == load_config(recipe, overrides)
 
 
+@pytest.mark.slow   # the default suite's exact-resume test compares two same-seed runs to 1e-6
 def test_same_seed_gives_the_same_numbers(tmp_path, tiny_recipe):
     recipe, overrides = tiny_recipe
     overrides = overrides + ["train.epochs=1", f"data.root={tmp_path / 'data'}"]
