@@ -27,6 +27,7 @@ setup(
         "tensorboard>=2.20",  # Keras' TensorBoard callback needs it; tensorflow-cpu 2.21 does not pull it
         "numpy>=1.26",
         "librosa>=0.10",
+        "soxr>=0.3",  # streaming resampling (sedweak.audio); librosa pulls it in too
         "soundfile>=0.12",
         "sed_eval>=0.2.1",
         "h5py>=3.10",

@@ -262,7 +262,7 @@ def recipes_copy(name, folder):
 
     try:
         click.echo(copy_recipe(name, folder))
-    except (FileNotFoundError, FileExistsError) as err:
+    except USER_ERRORS as err:
         _fail(err)
 
 
@@ -274,7 +274,7 @@ def recipes_path(name):
 
     try:
         click.echo(recipe_path(name))
-    except FileNotFoundError as err:
+    except USER_ERRORS as err:
         _fail(err)
 
 

@@ -50,8 +50,7 @@ def predict_logmel_outputs(model, logmel: np.ndarray, info: ModelInfo, batch_siz
     """
     stitcher = _stitcher(model, info, batch_size)
     stitcher.push(logmel)
-    strong, weak = stitcher.finish(logmel.shape[0])
-    return strong, np.zeros(len(info.classes), np.float32) if weak is None else weak
+    return _finish(stitcher, logmel.shape[0], info)
 
 
 def predict_file_outputs(model, path: str | Path, info: ModelInfo, batch_size: int = 8
@@ -70,6 +69,11 @@ def predict_file_outputs(model, path: str | Path, info: ModelInfo, batch_size: i
     frames = info.features.num_frames(samples)
     if frames == 0:
         raise AudioError(f"{path}: {samples} samples, shorter than one feature hop")
+    return _finish(stitcher, frames, info)
+
+
+def _finish(stitcher: WindowStitcher, frames: int, info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:
+    """The stitched (strong, weak); weak is zeros for a model without a weak output."""
     strong, weak = stitcher.finish(frames)
     return strong, np.zeros(len(info.classes), np.float32) if weak is None else weak
 
