@@ -30,6 +30,11 @@ setup(
         "soxr>=0.3",  # streaming resampling (sedweak.audio); librosa pulls it in too
         "soundfile>=0.12",
         "sed_eval>=0.2.1",
+        # PSDS and intersection F1 (sedweak.evaluation.scores). Only an sdist on PyPI: pip
+        # builds its Cython kernel (needs a C compiler). 0.0.4's kernel fails on pandas 3
+        # ("buffer source array is read-only"), hence the pandas pin.
+        "sed_scores_eval==0.0.4",
+        "pandas>=2.2,<3",
         "h5py>=3.10",
         "click>=8.1",
         "pyyaml>=6",

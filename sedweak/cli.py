@@ -105,29 +105,48 @@ def evaluate(model, recipe, overrides, split, workdir, json_out):
 
 @main.command()
 @click.argument("reference", type=click.Path(dir_okay=False))
-@click.argument("estimated", type=click.Path(dir_okay=False))
+@click.argument("estimated", required=False, type=click.Path(dir_okay=False))
+@click.option("--scores", "scores_dir", type=click.Path(file_okay=False),
+              help="Folder of frame-score TSVs (`sedweak predict --scores`): adds PSDS1, PSDS2 and intersection F1.")
+@click.option("--durations", type=click.Path(dir_okay=False),
+              help="DESED durations TSV (filename, duration) for --scores (default: each score's last offset).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the metrics as JSON.")
 @click.option("--segment-seconds", default=1.0, show_default=True)
 @click.option("--collar-seconds", default=0.2, show_default=True)
+@click.option("--threshold", default=0.5, show_default=True, help="Decision threshold of the intersection F1 (--scores).")
 @click.option("--classes", help="Comma-separated class list (default: the reference's labels), e.g. when the "
                                 "reference lacks a class the system may predict, or has no events at all.")
-def score(reference, estimated, json_out, segment_seconds, collar_seconds, classes):
-    """Score ESTIMATED against REFERENCE (DESED strong TSVs) with sed_eval."""
+def score(reference, estimated, scores_dir, durations, json_out, segment_seconds, collar_seconds, threshold,
+          classes):
+    """Score ESTIMATED events (a DESED strong TSV, with sed_eval) and/or --scores frame scores
+    (with sed_scores_eval) against REFERENCE."""
     from sedweak.config import EvalConfig
-    from sedweak.evaluation import markdown_table, per_class_markdown, score_tsv
+    from sedweak.evaluation import SCORE_KEYS, markdown_table, per_class_markdown, score_tsv
+    from sedweak.evaluation.scores import score_files
     from sedweak.io_utils import atomic_write_json, check_writable
 
     try:
+        if estimated is None and scores_dir is None:
+            raise click.UsageError("give ESTIMATED (an events TSV), --scores DIR, or both")
         if json_out:
             check_writable(json_out, "--json")
         class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
         if classes is not None and not class_list:
             raise click.UsageError("--classes: give at least one class name")
-        metrics = score_tsv(reference, estimated, classes=class_list,
-                            config=EvalConfig(segment_seconds=segment_seconds, t_collar_seconds=collar_seconds))
+        metrics, name = {}, Path(estimated or scores_dir).name
+        if estimated is not None:
+            metrics = score_tsv(reference, estimated, classes=class_list,
+                                config=EvalConfig(segment_seconds=segment_seconds, t_collar_seconds=collar_seconds))
+        if scores_dir is not None:
+            threshold_free = score_files(reference, scores_dir, class_list, durations, threshold)
+            for label in threshold_free["classes_without_reference"]:
+                click.echo(f"note: no reference event of {label!r}: left out of PSDS and intersection F1", err=True)
+            per_class = metrics.get("per_class", {})
+            metrics.update({key: threshold_free[key] for key in SCORE_KEYS})
+            metrics["per_class"] = {c: {**per_class.get(c, {}), **v} for c, v in threshold_free["per_class"].items()}
     except USER_ERRORS as err:
         _fail(err)
-    click.echo(markdown_table({Path(estimated).name: metrics}))
+    click.echo(markdown_table({name: metrics}, keys=None if estimated is not None else SCORE_KEYS))
     click.echo(per_class_markdown(metrics))
     if json_out:
         atomic_write_json(Path(json_out), metrics)
@@ -138,18 +157,22 @@ def score(reference, estimated, json_out, segment_seconds, collar_seconds, class
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Events as a DESED strong TSV.")
 @click.option("--frames", type=click.Path(dir_okay=False), help="Also write frame probabilities (HDF5).")
+@click.option("--scores", "scores_dir", type=click.Path(file_okay=False),
+              help="Also write frame scores, one sed_scores_eval TSV per file (for `sedweak score --scores`).")
 @click.option("--strict", is_flag=True, help="Exit non-zero when any file was skipped (the TSV of the others is still written).")
-def predict(model, inputs, out, frames, strict):
+def predict(model, inputs, out, frames, scores_dir, strict):
     """Detect events in audio files or folders of any length."""
     from sedweak.models.saving import load_model
     from sedweak.inference import keyed_audio_files, predict_files, save_frame_probabilities
-    from sedweak.io_utils import check_writable
+    from sedweak.io_utils import check_writable, check_writable_folder
     from sedweak.labels import write_strong_tsv
 
     try:
         check_writable(out)
         if frames:
             check_writable(frames, "--frames")
+        if scores_dir:
+            check_writable_folder(scores_dir, "--scores")
         keras_model, info = load_model(model)
         items = keyed_audio_files(inputs)
         if not items:
@@ -166,6 +189,10 @@ def predict(model, inputs, out, frames, strict):
     write_strong_tsv(out, events)
     if frames:
         save_frame_probabilities(frames, probs, info)
+    if scores_dir:
+        from sedweak.evaluation.scores import write_scores
+
+        write_scores(scores_dir, probs, info.classes, info.model_frames_per_second)
     click.echo(f"{sum(len(e) for e in events.values())} events in {len(events)} files -> {out}"
                + (f" ({len(failed)} skipped)" if failed else ""))
     if strict and failed:

@@ -75,3 +75,15 @@ def check_writable(path: str | Path, option: str = "--out") -> Path:
     if not os.access(parent, os.W_OK):
         raise OutputPathError(f"{option} {path}: no permission to write in {parent}")
     return path
+
+
+def check_writable_folder(path: str | Path, option: str) -> Path:
+    """:func:`check_writable` for an output folder: a file in its place is the error."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{option} {path}: is a file, expected a folder")
+    if path.is_dir():
+        if not os.access(path, os.W_OK):
+            raise OutputPathError(f"{option} {path}: no permission to write in it")
+        return path
+    return check_writable(path, option)

@@ -46,7 +46,8 @@ EventsByFile = dict[str, list[Event]]
 # ----------------------------------------------------------------------------- TSV I/O
 
 
-def _read_rows(path: Path) -> list[list[str]]:
+def read_tsv_rows(path: Path) -> list[list[str]]:
+    """The rows of a UTF-8 TSV (a BOM is dropped); LabelError for a missing, non-text or empty file."""
     path = Path(path)
     if not path.is_file():
         raise LabelError(f"{path}: label file not found")
@@ -72,7 +73,7 @@ def read_strong_tsv(path: str | Path, classes: Sequence[str] | None = None) -> E
     label outside it is an error naming the file and line.
     """
     path = Path(path)
-    rows = _read_rows(path)
+    rows = read_tsv_rows(path)
     header = tuple(c.strip() for c in rows[0])
     if header[:4] != STRONG_HEADER:
         raise LabelError(f"{path}:1: expected header {'/'.join(STRONG_HEADER)} (tab-separated), got {list(header)}")
@@ -103,7 +104,7 @@ def read_strong_tsv(path: str | Path, classes: Sequence[str] | None = None) -> E
 def read_weak_tsv(path: str | Path, classes: Sequence[str] | None = None) -> dict[str, list[str]]:
     """Read a weak-label TSV into ``{filename: [label, ...]}`` (empty list: no event)."""
     path = Path(path)
-    rows = _read_rows(path)
+    rows = read_tsv_rows(path)
     header = tuple(c.strip() for c in rows[0])
     if header[:2] != WEAK_HEADER:
         raise LabelError(f"{path}:1: expected header {'/'.join(WEAK_HEADER)} (tab-separated), got {list(header)}")

@@ -53,6 +53,18 @@ def test_score_names_the_file_and_line_of_a_malformed_row(tmp_path):
     assert "est.tsv:2" in result.output and "onset/offset must be numbers" in result.output
 
 
+def test_score_needs_events_or_scores_and_names_a_bad_score_folder(tmp_path):
+    reference = tmp_path / "ref.tsv"
+    reference.write_text("filename\tonset\toffset\tevent_label\na.wav\t1\t2\tdog\n")
+    result = CliRunner().invoke(main, ["score", str(reference)])
+    assert result.exit_code != 0 and "give ESTIMATED" in result.output
+    (tmp_path / "scores").mkdir()
+    (tmp_path / "scores" / "a.tsv").write_text("onset\toffset\tdog\n0\t1\tinf\n")
+    result = CliRunner().invoke(main, ["score", str(reference), "--scores", str(tmp_path / "scores")])
+    assert result.exit_code == 1 and "a.tsv: NaN, infinite or non-numeric values" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_score_rejects_an_unknown_label_and_a_missing_file(tmp_path):
     reference = tmp_path / "ref.tsv"
     reference.write_text("filename\tonset\toffset\tevent_label\na.wav\t0.5\t1.0\tdog\n")
@@ -95,6 +107,18 @@ def test_train_predict_evaluate_round_trip(tmp_path, tiny_recipe):
     result = invoke("evaluate", workdir / "model.keras", "--json", tmp_path / "eval.json")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "eval.json").read_text()) == json.loads((workdir / "metrics.json").read_text())
+
+    # Frame scores of the eval clips, scored from files, give evaluate's PSDS (6 digits kept).
+    result = invoke("predict", workdir / "model.keras", workdir / "data" / "audio" / "eval",
+                    "--out", tmp_path / "eval_events.tsv", "--scores", tmp_path / "scores")
+    assert result.exit_code == 0, result.output
+    result = invoke("score", workdir / "data" / "metadata" / "eval.tsv", "--scores", tmp_path / "scores",
+                    "--json", tmp_path / "scored.json")
+    assert result.exit_code == 0, result.output
+    scored, evaluated = (json.loads((tmp_path / n).read_text()) for n in ("scored.json", "eval.json"))
+    assert "PSDS1" in result.output and "Seg F1" not in result.output
+    for key in ("psds1", "psds2", "intersection.f1"):
+        assert scored[key] == pytest.approx(evaluated[key], abs=1e-3), key
 
 
 def test_train_reports_config_errors_cleanly(tmp_path, tiny_recipe):

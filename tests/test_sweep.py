@@ -168,6 +168,7 @@ def test_summary_and_table_golden():
     point, other = ["loss.strong_weight=1", "loss.weak_weight=0.2"], ["loss.strong_weight=0.02"]
     results = [_record(point, k, **{"tagging.f1": f, "segment.error_rate": er})
                for k, (f, er) in enumerate([(0.5, 0.8), (0.6, 0.9), (0.7, None)])]
+    results[0]["metrics"]["psds1"], results[1]["metrics"]["psds1"] = 0.25, 0.35   # the third: before PSDS
     results += [_record(other, 0, **{"tagging.f1": 0.25}), _record(other, 1, status="failed")]
     rows = sweep.summarize(results)
     assert [(r["params"], r["n"], r["n_failed"]) for r in rows] == [
@@ -178,10 +179,13 @@ def test_summary_and_table_golden():
     table = sweep.markdown(rows)
     lines = table.splitlines()
     assert lines[0] == ("| loss.strong_weight | loss.weak_weight | n | Tag P % | Tag R % | Tag F1 % | Seg ER | "
-                        "Seg F1 % | Event F1 % |")
-    assert lines[2] == "| 1 | 0.2 | 3 | 50.0 ± 0.0 | 50.0 ± 0.0 | 60.0 ± 24.8 | inf | 50.0 ± 0.0 | 50.0 ± 0.0 |"
+                        "Seg F1 % | Event F1 % | PSDS1 |")
+    # A run without PSDS (NaN) makes the mean undefined rather than silently averaging two of three.
+    assert lines[2] == "| 1 | 0.2 | 3 | 50.0 ± 0.0 | 50.0 ± 0.0 | 60.0 ± 24.8 | inf | 50.0 ± 0.0 | 50.0 ± 0.0 | n/a |"
     assert lines[3] == ("| 0.02 |  | 1 (1 failed) | 50.0 ± 0.0 | 50.0 ± 0.0 | 25.0 ± 0.0 | 0.50 ± 0.00 | "
-                        "50.0 ± 0.0 | 50.0 ± 0.0 |")
+                        "50.0 ± 0.0 | 50.0 ± 0.0 | n/a |")
+    del results[2]
+    assert sweep.markdown(sweep.summarize(results)).splitlines()[2].endswith("| 0.300 ± 0.635 |")
     assert "n = 1 show CI = 0" in table
 
 

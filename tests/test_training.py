@@ -13,7 +13,7 @@ import time
 import pytest
 
 from sedweak.config import load_config
-from sedweak.evaluation import METRIC_KEYS
+from sedweak.evaluation import METRIC_KEYS, SCORE_KEYS
 from sedweak.training import WorkdirError, run
 
 
@@ -31,8 +31,10 @@ def test_run_writes_every_artifact_and_strict_metrics(tmp_path, tiny_recipe):
         assert (workdir / name).is_file(), name
     assert (workdir / "tensorboard").is_dir()
     metrics = json.loads((workdir / "metrics.json").read_text())
-    assert set(metrics) == set(METRIC_KEYS) | {"per_class"}
+    assert set(metrics) == set(METRIC_KEYS) | set(SCORE_KEYS) | {"per_class"}
     assert set(metrics["per_class"]) == {"Beep", "Buzz", "Chirp"}
+    assert {"psds1", "intersection.f1", "segment.f1"} <= set(metrics["per_class"]["Beep"])
+    assert metrics["psds1"] is None or 0.0 <= metrics["psds1"] <= 1.0
     assert len(history(workdir)) == result.epochs_run == 2
     assert load_config(workdir / "config.yaml") == load_config(recipe, overrides)
 

@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 
 from sedweak.config import EvalConfig
 from sedweak.evaluation.detection import EventsByFile, evaluate_detection
+from sedweak.evaluation.scores import SCORE_KEYS  # threshold-free; in a table when a row has them
 from sedweak.evaluation.tagging import tagging_scores
 from sedweak.labels import LabelError, read_strong_tsv, weak_from_strong
 
@@ -27,8 +28,9 @@ _TITLES = {
     "tagging.precision": "Tag P %", "tagging.recall": "Tag R %", "tagging.f1": "Tag F1 %",
     "tagging.f1_macro": "Tag F1 macro %", "segment.error_rate": "Seg ER", "segment.f1": "Seg F1 %",
     "segment.f1_macro": "Seg F1 macro %", "event.error_rate": "Event ER", "event.f1": "Event F1 %",
-    "event.f1_macro": "Event F1 macro %",
+    "event.f1_macro": "Event F1 macro %", "psds1": "PSDS1", "psds2": "PSDS2", "intersection.f1": "Int. F1 %",
 }
+
 
 
 def score_events(reference: EventsByFile, estimated: EventsByFile, classes: Sequence[str],
@@ -98,6 +100,8 @@ def _cell(key: str, value: float) -> str:
         return "n/a"
     if key.endswith("error_rate"):
         return "inf" if math.isinf(value) else f"{value:.2f}"
+    if key.startswith("psds"):
+        return f"{value:.3f}"
     return f"{100.0 * value:.1f}"
 
 
@@ -105,18 +109,28 @@ def _table(first_title: str, columns: Sequence[str], rows: Mapping[str, Mapping[
     header = [first_title] + [_TITLES[c] for c in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(columns)) + "|"]
     for name, values in rows.items():
-        lines.append("| " + " | ".join([str(name)] + [_cell(c, values[c]) for c in columns]) + " |")
+        lines.append("| " + " | ".join([str(name)] + [_cell(c, values.get(c, math.nan)) for c in columns]) + " |")
     return "\n".join(lines) + "\n"
 
 
-def markdown_table(metrics_by_system: Mapping[str, Mapping[str, float]]) -> str:
-    """One row per system with the 10 overall numbers (F / P / R in %, ER plain)."""
-    return _table("System", METRIC_KEYS, metrics_by_system)
+def markdown_table(metrics_by_system: Mapping[str, Mapping[str, float]],
+                   keys: Sequence[str] | None = None) -> str:
+    """One row per system with the 10 overall numbers (F / P / R in %, ER plain), then
+    PSDS1, PSDS2 and intersection F1 when a row has them (n/a in rows without); ``keys``:
+    these columns instead."""
+    if keys is None:
+        scored = any(key in values for values in metrics_by_system.values() for key in SCORE_KEYS)
+        keys = METRIC_KEYS + (SCORE_KEYS if scored else ())
+    return _table("System", tuple(keys), metrics_by_system)
 
 
 def per_class_markdown(metrics: Mapping) -> str:
-    """One row per class of ``score_events`` output: tagging F1, segment F1 / ER, event F1 / ER."""
-    return _table("Class", PER_CLASS_KEYS, metrics["per_class"])
+    """One row per class of ``score_events`` output: tagging F1, segment F1 / ER, event F1 / ER
+    (and PSDS1 when the metrics have it)."""
+    rows = metrics["per_class"]
+    keys = tuple(k for k in PER_CLASS_KEYS if any(k in v for v in rows.values()))
+    scored = any("psds1" in values for values in rows.values())
+    return _table("Class", keys + (("psds1",) if scored else ()), rows)
 
 
 def score_tsv(ref_path: str | Path, est_path: str | Path, classes: Sequence[str] | None = None,

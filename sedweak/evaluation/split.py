@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from sedweak.datasets.cache import CacheResult
 from sedweak.datasets.clipset import ClipSet
 from sedweak.errors import DataError
 from sedweak.evaluation import score_clips
+from sedweak.evaluation.scores import SCORE_KEYS, psds_scores, score_frames
 from sedweak.inference import predict_logmel_outputs
 from sedweak.labels import Event, write_strong_tsv
 from sedweak.models.saving import ModelInfo
@@ -39,7 +41,7 @@ def evaluate_split(model, info: ModelInfo, clips: ClipSet, features: CacheResult
     Virtanen; segment and event scores the events post-processed from its strong output
     on the strongly labelled clips (NaN when the split has none, e.g. AudioSet).
     """
-    events, _, tags = detect_cached(model, info, features)
+    events, probs, tags = detect_cached(model, info, features)
     if not events:
         raise DataError(f"split {clips.name!r} has no usable clip to evaluate")
     if out_tsv is not None:
@@ -47,4 +49,23 @@ def evaluate_split(model, info: ModelInfo, clips: ClipSet, features: CacheResult
     weak_reference = {n: clips.weak[n] for n in events}
     strong_reference = {n: ev for n, ev in clips.strong_reference.items() if n in events}
     estimated = {n: events[n] for n in strong_reference}
-    return score_clips(weak_reference, tags, strong_reference, estimated, list(info.classes), eval_config)
+    metrics = score_clips(weak_reference, tags, strong_reference, estimated, list(info.classes), eval_config)
+    return with_frame_scores(metrics, {n: probs[n] for n in strong_reference}, strong_reference, info)
+
+
+def with_frame_scores(metrics: dict, probs: dict[str, np.ndarray], reference: dict[str, list[Event]],
+                      info: ModelInfo) -> dict:
+    """``metrics`` plus PSDS1, PSDS2 and intersection F1 of the frame scores (NaN without a
+    strong reference); ``per_class`` entries gain ``psds1`` and ``intersection.f1``."""
+    classes = list(info.classes)
+    if reference:
+        thresholds = dict(zip(classes, info.postprocess.thresholds_for(classes)))
+        frames = score_frames(probs, classes, info.model_frames_per_second)
+        durations = {n: len(p) / info.model_frames_per_second for n, p in probs.items()}
+        threshold_free = psds_scores(frames, reference, classes, durations, thresholds)
+    else:
+        threshold_free = {key: math.nan for key in SCORE_KEYS}
+        threshold_free["per_class"] = {c: {"psds1": math.nan, "intersection.f1": math.nan} for c in classes}
+    out = {**metrics, **{key: float(threshold_free[key]) for key in SCORE_KEYS}}
+    out["per_class"] = {c: {**metrics["per_class"][c], **threshold_free["per_class"][c]} for c in classes}
+    return out

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 PAPER_PAIRS = ((0.002, 1), (0.02, 1), (0.2, 1), (1, 1), (1, 0.2), (1, 0.02), (1, 0.002))
 # The paper's columns (tagging P/R/F, detection ER/F) plus event-based F; F/P/R in %.
 TABLE_COLUMNS = (("tagging.precision", "Tag P %"), ("tagging.recall", "Tag R %"), ("tagging.f1", "Tag F1 %"),
-                 ("segment.error_rate", "Seg ER"), ("segment.f1", "Seg F1 %"), ("event.f1", "Event F1 %"))
+                 ("segment.error_rate", "Seg ER"), ("segment.f1", "Seg F1 %"), ("event.f1", "Event F1 %"),
+                 ("psds1", "PSDS1"))
 PLOT_LINES = (("tagging.f1", "tagging F1"), ("segment.f1", "segment F1"), ("segment.error_rate", "segment ER"))
 
 
@@ -299,8 +300,12 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
     return float(data.mean()), float(t.ppf(0.975, data.size - 1) * data.std(ddof=1) / math.sqrt(data.size))
 
 
-def _as_float(value) -> float:  # metrics.json stores an undefined (inf) error rate as null
-    return math.inf if value is None else float(value)
+def _as_float(value, key: str = "segment.error_rate") -> float:
+    """metrics.json stores an undefined error rate (inf) and an undefined score (NaN, e.g.
+    PSDS without strong labels, or a run from before PSDS was reported) as null."""
+    if value is None:
+        return math.inf if key.endswith("error_rate") else math.nan
+    return float(value)
 
 
 def summarize(results: Sequence[dict]) -> list[dict]:
@@ -315,7 +320,7 @@ def summarize(results: Sequence[dict]) -> list[dict]:
         row = {"slug": name, "params": dict(_key_and_raw(i, "point") for i in records[0]["point"]),
                "n": len(done), "n_failed": len(records) - len(done), "metrics": {}}
         for key, _ in TABLE_COLUMNS:
-            values = [_as_float(m[key]) for m in done]
+            values = [_as_float(m.get(key), key) for m in done]
             mean, ci = mean_ci95(values)
             row["metrics"][key] = {"mean": mean, "ci95": ci, "values": values}
         rows.append(row)
@@ -332,6 +337,8 @@ def _cell(key: str, stat: dict) -> str:
         return "n/a"
     if key.endswith("error_rate"):
         return "inf" if math.isinf(mean) else f"{mean:.2f} ± {ci:.2f}"
+    if key.startswith("psds"):
+        return f"{mean:.3f} ± {ci:.3f}"
     return f"{100 * mean:.1f} ± {100 * ci:.1f}"
 
 
@@ -345,7 +352,8 @@ def markdown(rows: Sequence[dict]) -> str:
         params = [row["params"].get(k, "") for k in keys] if row["params"] else [row["slug"]]
         n = f"{row['n']}" + (f" ({row['n_failed']} failed)" if row["n_failed"] else "")
         lines.append("| " + " | ".join(params + [n] + [_cell(k, row["metrics"][k]) for k, _ in TABLE_COLUMNS]) + " |")
-    note = "\nmean ± 95 % CI over seeds (Student t, n-1 degrees of freedom); F/P/R in %, ER as a ratio."
+    note = ("\nmean ± 95 % CI over seeds (Student t, n-1 degrees of freedom); F/P/R in %, ER and PSDS1 "
+            "(sed_scores_eval, DCASE settings) as ratios.")
     if any(row["n"] == 1 for row in rows):
         note += "\nRows with n = 1 show CI = 0: a single seed gives no spread estimate."
     return "\n".join(lines) + "\n" + note + "\n"
