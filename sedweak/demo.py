@@ -5,7 +5,10 @@
 3. train the same CRNN on weak (clip) labels only, the strong output on the clip
    label repeated on every frame (Adavanne & Virtanen's setting);
 4. fit the MFCC + k-NN frame baseline (Pons & Favory);
-5. evaluate all three on the eval split; write report.md, metrics.json, model.keras
+5. evaluate all three on the eval split (collections training never hears), and on the
+   extra eval splits: ``eval_seen`` (unheard recordings of the collections training hears)
+   and ``eval_remix`` (the unseen collections mixed another way), so the report shows what
+   generalises; write report.md, metrics.json (eval), metrics_by_split.json, model.keras
    and an event-roll PNG.
 
 Re-running the demo in the same folder reuses finished work (data, features,
@@ -40,7 +43,14 @@ def demo_configs(workdir: Path, overrides: list[str], fast_dev_run: bool) -> tup
     return strong, weak
 
 
-def _knn_metrics(config: Config, data, info) -> dict:
+# Report order of the eval splits and what each measures.
+EVAL_SPLITS = {"eval_seen": "seen collections, unheard recordings",
+               "eval": "unseen collections",
+               "eval_remix": "unseen collections, another mix"}
+
+
+def _knn_metrics(config: Config, data, info) -> dict[str, dict]:
+    """The MFCC + k-NN baseline's metrics on each eval split present."""
     from sedweak.baselines import MfccKnn, predict_events
     from sedweak.training.targets import build_targets
     from sedweak.evaluation import score_events
@@ -50,11 +60,16 @@ def _knn_metrics(config: Config, data, info) -> dict:
     strong, _ = build_targets(data.clips["train"], train.filenames, info.classes, model_frames,
                               info.model_frames_per_second)
     knn = MfccKnn(info.time_pooling).fit(train.features, strong, seed=config.train.seed)
-    evaluation = data.features["eval"]
-    events = predict_events(knn, evaluation.features, evaluation.filenames, info.classes,
-                            info.model_frames_per_second, config.postprocess)
-    reference = {n: data.clips["eval"].strong_reference[n] for n in evaluation.filenames}
-    return score_events(reference, events, list(info.classes), config.evaluation)
+    out = {}
+    for split in EVAL_SPLITS:
+        if split not in data.features:
+            continue
+        evaluation = data.features[split]
+        events = predict_events(knn, evaluation.features, evaluation.filenames, info.classes,
+                                info.model_frames_per_second, config.postprocess)
+        reference = {n: data.clips[split].strong_reference[n] for n in evaluation.filenames}
+        out[split] = score_events(reference, events, list(info.classes), config.evaluation)
+    return out
 
 
 def _event_roll(workdir: Path, data, model, info) -> Path:
@@ -84,16 +99,21 @@ def run_demo(workdir: Path, overrides: list[str] | None = None, fast_dev_run: bo
     start = time.perf_counter()
     data = prepare_data(strong_config, workdir)
     timings["data"] = time.perf_counter() - start
-    metrics, results = {}, {}
+    by_split: dict[str, dict] = {split: {} for split in EVAL_SPLITS if split in data.features}
+    results = {}
     for system, config in (("crnn", strong_config), ("crnn_weak_only", weak_config)):
         start = time.perf_counter()
         results[system] = run(config, workdir / system, resume=True, data=data)
-        metrics[system] = results[system].metrics
+        for split, values in {"eval": results[system].metrics, **results[system].extra_metrics}.items():
+            by_split[split][system] = values
         timings[system] = time.perf_counter() - start
     start = time.perf_counter()
-    metrics["mfcc_knn"] = _knn_metrics(strong_config, data, model_info(strong_config, data.classes))
+    for split, values in _knn_metrics(strong_config, data, model_info(strong_config, data.classes)).items():
+        by_split[split]["mfcc_knn"] = values
     timings["mfcc_knn"] = time.perf_counter() - start
+    metrics = by_split["eval"]
     atomic_write_json(workdir / "metrics.json", metrics)
+    atomic_write_json(workdir / "metrics_by_split.json", by_split)
     best = results["crnn"]
     for suffix in (".keras", ".json"):
         shutil.copyfile(best.model_path.with_suffix(suffix), workdir / f"model{suffix}")
@@ -101,25 +121,55 @@ def run_demo(workdir: Path, overrides: list[str] | None = None, fast_dev_run: bo
 
     model, info = load_model(workdir / "model.keras")
     roll = _event_roll(workdir, data, model, info)
-    report = _report(data, metrics, timings, results, roll, markdown_table, per_class_markdown)
+    report = _report(data, by_split, timings, results, roll, markdown_table, per_class_markdown)
     return atomic_write_text(workdir / "report.md", report)
 
 
-def _report(data, metrics, timings, results, roll, markdown_table, per_class_markdown) -> str:
-    counts = {s: len(data.features[s].filenames) for s in ("train", "valid", "eval")}
+def generalisation_table(by_split: dict[str, dict]) -> str:
+    """One row per (system, eval split): segment / event F1, PSDS1 / PSDS2, tagging F1."""
+    from sedweak.evaluation.report import cell
+
+    columns = (("segment.f1", "Seg F1 %"), ("event.f1", "Event F1 %"), ("psds1", "PSDS1"), ("psds2", "PSDS2"),
+               ("tagging.f1", "Tag F1 %"))
+    lines = ["| System | Eval split | " + " | ".join(t for _, t in columns) + " |",
+             "|---|---|" + "---:|" * len(columns)]
+    systems = list(dict.fromkeys(s for values in by_split.values() for s in values))
+    for system in systems:
+        for split, what in EVAL_SPLITS.items():
+            values = by_split.get(split, {}).get(system)
+            if values is not None:
+                lines.append(f"| {system} | {split} ({what}) | "
+                             + " | ".join(cell(k, values.get(k, float("nan"))) for k, _ in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _report(data, by_split, timings, results, roll, markdown_table, per_class_markdown) -> str:
+    counts = {s: len(data.features[s].filenames) for s in data.features}
+    metrics = by_split["eval"]
     lines = [
         "# sedweak demo",
         "",
-        f"Soundscapes from the embedded sound bank: {counts['train']} train / {counts['valid']} valid / "
-        f"{counts['eval']} eval clips of 10 s, {len(data.classes)} classes ({', '.join(data.classes)}); "
-        "splits use disjoint source recordings.",
+        f"Soundscapes from the embedded sound bank: "
+        + " / ".join(f"{counts[s]} {s}" for s in counts)
+        + f" clips of 10 s, {len(data.classes)} classes ({', '.join(data.classes)}). "
+        "Train and valid never share a recording with an eval split; `eval` mixes collections "
+        "(the bank's source packages) that training never hears.",
         "",
         "Systems: `crnn` (fast CRNN, strong labels), `crnn_weak_only` (same CRNN, clip labels only, "
         "repeated on every frame as strong targets), `mfcc_knn` (MFCC + k-NN per frame, Pons & Favory's baseline). "
-        "Segment-based metrics use 1 s segments; event-based a 0.2 s collar / 20 % of length (sed_eval).",
+        "Segment-based metrics use 1 s segments; event-based a 0.2 s collar / 20 % of length (sed_eval); "
+        "PSDS1 / PSDS2 are DCASE 2021-24's (sed_scores_eval, frame scores of the strong output).",
+        "",
+        "## Unseen collections (eval)",
         "",
         markdown_table(metrics),
-        "## Per class (crnn)",
+        "## Seen against unseen",
+        "",
+        "The gap between `eval_seen` and `eval` is what the model learnt of the recordings rather "
+        "than of the sounds.",
+        "",
+        generalisation_table(by_split),
+        "## Per class (crnn, eval)",
         "",
         per_class_markdown(metrics["crnn"]),
         "## Run",

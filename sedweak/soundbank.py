@@ -149,8 +149,10 @@ def split_by_source(clips: Sequence[BankClip], fractions: Sequence[float] = (0.7
 
     ``split_by="collection"``: eval holds whole collections that training never hears
     (per stratum, the collection whose size is closest to the eval fraction, never all of
-    them; see :func:`hold_out_collections`); train / valid split the rest by recording.
-    A stratum with a single collection is split by recording, with a warning.
+    them; see :func:`hold_out_collections`); train / valid / ``eval_seen`` split the rest by
+    recording (``eval_seen``: recordings training never hears from collections it does, the
+    "seen" side of the generalisation gap). A stratum with a single collection is split by
+    recording, with a warning, its eval recordings going to eval.
 
     Stratified by (role, label): each stratum's groups are shuffled with ``seed`` and
     dealt out by ``fractions``, every split getting at least one group when the stratum
@@ -168,11 +170,12 @@ def split_by_source(clips: Sequence[BankClip], fractions: Sequence[float] = (0.7
         strata_held = {(c.role, c.label) for c in clips if c.relative_path in held}
         single = [c for c in clips if (c.role, c.label) not in strata_held]   # one collection: by recording
         rest = split_by_source([c for c in clips if (c.role, c.label) in strata_held and c.relative_path not in held],
-                               (fractions[0], fractions[1], 0.0), seed)
+                               fractions, seed)
         plain = split_by_source(single, fractions, seed)
         chosen = {s: {c.relative_path for c in rest[s] + plain[s]} for s in ("train", "valid")}
         chosen["eval"] = held | {c.relative_path for c in plain["eval"]}
-        return {s: [c for c in clips if c.relative_path in chosen[s]] for s in SPLITS}
+        chosen["eval_seen"] = {c.relative_path for c in rest["eval"]}
+        return {s: [c for c in clips if c.relative_path in chosen[s]] for s in (*SPLITS, "eval_seen")}
     strata: dict[tuple[str, str], list[BankClip]] = defaultdict(list)
     for clip in clips:
         strata[(clip.role, clip.label)].append(clip)
@@ -255,17 +258,19 @@ def write_toy_bank(root: str | Path, classes: Sequence[str] = ("Beep", "Buzz", "
     Foreground file j of class k: a sine at 400 * (k + 1) Hz, amplitude 0.05-0.5, 0.3-1.3 s
     long, with 0.1 s of digital silence before and after (so trimming is testable). Files
     2m and 2m + 1 are excerpts ``_s0`` / ``_s1`` of one source recording. Backgrounds:
-    6 s of seeded white noise (shorter than a 10 s clip, so looping is exercised).
+    6 s of seeded white noise (shorter than a 10 s clip, so looping is exercised). The last
+    recording of each class and kind is in collection "toy B", the others in "toy A", so
+    ``split_by: collection`` has a collection to hold out.
     """
     import soundfile as sf
 
     root, rng = Path(root), np.random.default_rng(seed)
     rate, rows = sample_rate_hz, []
 
-    def add(rel: str, audio: np.ndarray, role: str, label: str, group: str) -> None:
+    def add(rel: str, audio: np.ndarray, role: str, label: str, group: str, last: bool) -> None:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(root / rel), audio.astype(np.float32), rate, format="FLAC", subtype="PCM_16")
-        rows.append({"path": rel, "role": role, "label": label, "source_package": "toy 0 (test)",
+        rows.append({"path": rel, "role": role, "label": label, "source_package": f"toy {'B' if last else 'A'} (test)",
                      "source_path": f"toy/{group}.wav", "license": "CC0-1.0", "attribution": "fabricated",
                      "original_sample_rate": str(rate), "duration_s": f"{len(audio) / rate:.3f}",
                      "certainty": "high", "md5_of_original": hashlib.md5(group.encode()).hexdigest()})
@@ -276,11 +281,12 @@ def write_toy_bank(root: str | Path, classes: Sequence[str] = ("Beep", "Buzz", "
             t = np.arange(int(rng.uniform(0.3, 1.3) * rate)) / rate
             tone = rng.uniform(0.05, 0.5) * np.sin(2 * np.pi * 400 * (k + 1) * t)
             add(f"foreground/{label}/{label.lower()}-{j // 2}_s{j % 2}.flac",
-                np.concatenate([silence, tone, silence]), "foreground", label, f"{label}-{j // 2}")
+                np.concatenate([silence, tone, silence]), "foreground", label, f"{label}-{j // 2}",
+                j // 2 == (files_per_class - 1) // 2)
     for kind in background_kinds:
         for j in range(backgrounds_per_kind):
             add(f"background/{kind}/{kind}-{j}_s0.flac", rng.normal(0, 0.05, 6 * rate),
-                "background", kind, f"{kind}-{j}")
+                "background", kind, f"{kind}-{j}", j == backgrounds_per_kind - 1)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()

@@ -134,6 +134,7 @@ class PlannedClip:
     background: BankClip
     background_offset_seconds: float
     events: tuple[PlannedEvent, ...]
+    background_gain_db: float  # RMS dBFS of the background excerpt in the mix
 
 
 # ----------------------------------------------------------------------------- planning
@@ -168,6 +169,8 @@ def _plan_events(rng: np.random.Generator, pool: dict[str, list[BankClip]], conf
         label = labels[int(rng.integers(len(labels)))]
         clip = pool[label][int(rng.integers(len(pool[label])))]
         snr_db = float(rng.uniform(config.snr_min_db, config.snr_max_db))
+        if config.event_gain_jitter_db > 0:   # no draw at 0: the streams of plain mixes stay as they were
+            snr_db += float(rng.uniform(-config.event_gain_jitter_db, config.event_gain_jitter_db))
         fg = cache.foreground(clip)
         for _ in range(MAX_PLACEMENT_TRIES):
             onset = round(_truncated_normal(rng, config.onset_mean_seconds, config.onset_std_seconds,
@@ -196,7 +199,10 @@ def plan_split(split_index: int, split: str, num_clips: int, pool: dict[str, lis
         spare = max(0.0, background.duration_seconds - clip_seconds)
         bg_offset = round(float(rng.uniform(0.0, spare)), 3)
         events = _plan_events(rng, pool, config, clip_seconds, cache)
-        plans.append(PlannedClip(f"{split}_{i:0{digits}d}.wav", background, bg_offset, events))
+        gain_db = config.background_gain_db
+        if config.background_gain_jitter_db > 0:
+            gain_db += float(rng.uniform(-config.background_gain_jitter_db, config.background_gain_jitter_db))
+        plans.append(PlannedClip(f"{split}_{i:0{digits}d}.wav", background, bg_offset, events, gain_db))
     return plans
 
 
@@ -216,7 +222,7 @@ def render_clip(plan: PlannedClip, config: SynthConfig, clip_seconds: float,
     start = int(round(plan.background_offset_seconds * rate)) % len(bg)
     reps = -(-(start + n) // len(bg))
     excerpt = np.tile(bg, reps)[start:start + n].astype(np.float64)  # loops a short file
-    target_rms = 10.0 ** (config.background_gain_db / 20.0)
+    target_rms = 10.0 ** (plan.background_gain_db / 20.0)
     bg_rms = float(np.sqrt(np.mean(excerpt ** 2)))
     mix = excerpt * (target_rms / bg_rms) if bg_rms > 0 else excerpt
     for event in plan.events:
@@ -235,7 +241,7 @@ def _sources_rows(plan: PlannedClip, config: SynthConfig, clip_seconds: float) -
     bg = plan.background
     rows = [[plan.filename, "background", bg.label, bg.relative_path, bg.source_group, "0.000",
              f"{clip_seconds:.3f}", f"{plan.background_offset_seconds:.3f}", "",
-             f"{config.background_gain_db:.3f}"]]
+             f"{plan.background_gain_db:.3f}"]]
     for e in plan.events:
         rows.append([plan.filename, "foreground", e.label, e.clip.relative_path, e.clip.source_group,
                      f"{e.onset_seconds:.6f}", f"{e.offset_seconds:.6f}", "0.000", f"{e.snr_db:.4f}", ""])
@@ -271,15 +277,18 @@ def _write_split(plans: list[PlannedClip], split: str, out_dir: Path, config: Sy
 
 def _split_bank(bank: SoundBank, classes: Sequence[str], seed: int, split_by: str = "recording") -> dict[str, dict]:
     """Per split: {"pool": {class: [clips]}, "backgrounds": [clips]}, disjoint by source
-    recording (``split_by="collection"``: eval from collections training never hears)."""
+    recording (``split_by="collection"``: eval from collections training never hears, plus
+    ``eval_seen`` from held-out recordings of the others, when the bank leaves any)."""
     foreground = [c for label in classes for c in bank.foreground(label)]
     fg_splits = split_by_source(foreground, seed=seed, split_by=split_by)
     bg_splits = split_by_source(bank.backgrounds(), seed=seed, split_by=split_by)
-    if not all(bg_splits.values()):  # too few recordings per kind: split the pool as one kind
+    if not all(bg_splits[s] for s in SPLITS):  # too few recordings per kind: split the pool as one kind
         pooled = [dataclasses.replace(c, label="background") for c in bank.backgrounds()]
         bg_splits = split_by_source(pooled, seed=seed, split_by=split_by)
+    if "eval_seen" in bg_splits and not bg_splits["eval_seen"]:
+        bg_splits["eval_seen"] = bg_splits["valid"]   # backgrounds are not what eval_seen measures
     out = {}
-    for split in SPLITS:
+    for split in fg_splits:
         pool = {label: [c for c in fg_splits[split] if c.label == label] for label in classes}
         missing = [label for label, clips in pool.items() if not clips]
         if missing:
@@ -288,18 +297,44 @@ def _split_bank(bank: SoundBank, classes: Sequence[str], seed: int, split_by: st
         pool = {label: clips for label, clips in pool.items() if clips}
         if not pool or not bg_splits[split]:
             raise SoundBankError(f"{bank.root}: split {split!r} got no foreground or no background file; "
-                             f"the bank needs >= 3 source recordings of each role")
+                                 f"the bank needs >= 3 source recordings of each role")
         out[split] = {"pool": pool, "backgrounds": bg_splits[split]}
     return out
+
+
+# Splits beyond train / valid / eval, each synthesized when its count is > 0:
+# eval_seen (split_by: collection): recordings training never hears, of collections it hears;
+# eval_remix: eval's unseen collections mixed another way (``synth.remix``).
+EXTRA_EVAL_SPLITS = ("eval_seen", "eval_remix")
+_SPLIT_ONLY_KEYS = {"num_train_clips": "train", "num_valid_clips": "valid", "num_eval_clips": "eval",
+                    "num_eval_seen_clips": "eval_seen", "remix": "eval_remix"}
+
+
+def split_counts(config: SynthConfig) -> dict[str, int]:
+    """Clips per split to synthesize (a split with 0 extra clips is not made)."""
+    counts = {"train": config.num_train_clips, "valid": config.num_valid_clips, "eval": config.num_eval_clips,
+              "eval_seen": config.num_eval_seen_clips, "eval_remix": config.remix.num_clips}
+    return {s: n for s, n in counts.items() if s in SPLITS or n > 0}
+
+
+def remix_config(config: SynthConfig) -> SynthConfig:
+    """The mixing settings of ``eval_remix``: ``config`` with ``config.remix`` applied."""
+    r = config.remix
+    return dataclasses.replace(config, mode="multi", min_events=r.min_events, max_events=r.max_events,
+                               snr_min_db=r.snr_min_db, snr_max_db=r.snr_max_db,
+                               onset_std_seconds=r.onset_std_seconds,
+                               background_gain_jitter_db=r.background_gain_jitter_db,
+                               event_gain_jitter_db=r.event_gain_jitter_db)
 
 
 def _stamp(bank: SoundBank, config: SynthConfig, clip_seconds: float, sample_rate_hz: int,
            classes: Sequence[str], split: str) -> dict:
     manifest = (bank.root / "manifest.csv").read_bytes()
     synth = dataclasses.asdict(config)
-    num_clips = synth[f"num_{split}_clips"]
-    for other in SPLITS:  # another split's size does not change this one's content
-        del synth[f"num_{other}_clips"]
+    num_clips = split_counts(config)[split]
+    for key, owner in _SPLIT_ONLY_KEYS.items():  # another split's settings do not change this one
+        if owner != split:
+            del synth[key]
     return {"split": split, "num_clips": num_clips, "synth": synth, "clip_seconds": clip_seconds,
             "sample_rate_hz": sample_rate_hz, "classes": list(classes),
             "bank_manifest_sha256": hashlib.sha256(manifest).hexdigest()}
@@ -324,7 +359,8 @@ def _is_complete(paths: dict[str, Path], stamp: dict, filenames: Sequence[str]) 
 
 def synthesize(bank: SoundBank, config: SynthConfig, out_dir: str | Path, clip_seconds: float = 10.0,
                sample_rate_hz: int = 16000, classes: Sequence[str] | None = None) -> dict:
-    """Synthesize train / valid / eval soundscapes from ``bank`` into ``out_dir``.
+    """Synthesize train / valid / eval soundscapes from ``bank`` into ``out_dir`` (and the
+    extra eval splits of :data:`EXTRA_EVAL_SPLITS` whose counts are > 0).
 
     Writes ``audio/<split>/<split>_NNNN.wav`` (16-bit, ``sample_rate_hz``, ``clip_seconds``
     long), ``metadata/<split>.tsv`` (DESED strong labels, seconds), ``<split>_weak.tsv``,
@@ -341,10 +377,16 @@ def synthesize(bank: SoundBank, config: SynthConfig, out_dir: str | Path, clip_s
     if config.mode == "multi" and config.max_events == 0:
         warnings.warn("synthesize: max_events = 0, every clip is background only", stacklevel=2)
     parts = _split_bank(bank, classes, config.seed, config.split_by)
+    if config.num_eval_seen_clips and "eval_seen" not in parts:
+        raise SoundBankError(f"{bank.root}: no recording of a seen collection is left for eval_seen "
+                             "(each class needs >= 3 recordings outside its held-out collection)")
+    parts["eval_remix"] = parts["eval"]
     cache = _AudioCache(sample_rate_hz)
-    counts = {"train": config.num_train_clips, "valid": config.num_valid_clips, "eval": config.num_eval_clips}
+    counts = split_counts(config)
     result: dict = {"classes": classes, "splits": {}}
-    for index, split in enumerate(SPLITS):
+    for split in counts:
+        index = (*SPLITS, *EXTRA_EVAL_SPLITS).index(split)   # the split's RNG stream
+        mixing = remix_config(config) if split == "eval_remix" else config
         paths = _split_paths(out_dir, split)
         stamp = _stamp(bank, config, clip_seconds, sample_rate_hz, classes, split)
         digits = max(4, len(str(counts[split] - 1)))
@@ -352,8 +394,8 @@ def synthesize(bank: SoundBank, config: SynthConfig, out_dir: str | Path, clip_s
         rendered = not _is_complete(paths, stamp, names)
         if rendered:
             plans = plan_split(index, split, counts[split], parts[split]["pool"],
-                               parts[split]["backgrounds"], config, clip_seconds, cache)
-            _write_split(plans, split, out_dir, config, clip_seconds, cache)
+                               parts[split]["backgrounds"], mixing, clip_seconds, cache)
+            _write_split(plans, split, out_dir, mixing, clip_seconds, cache)
             atomic_write_json(paths["stamp_json"], stamp)  # last: marks the split complete
         result["splits"][split] = {**paths, "num_clips": counts[split], "rendered": rendered}
     return result

@@ -142,7 +142,14 @@ def test_demo_fast_dev_run_writes_the_report(tmp_path, monkeypatch, toy_bank_dir
     assert set(metrics) == {"crnn", "crnn_weak_only", "mfcc_knn"}
     for name in ("report.md", "model.keras", "model.json", "event_roll.png"):
         assert (tmp_path / "demo" / name).is_file(), name
-    assert "| mfcc_knn |" in (tmp_path / "demo" / "report.md").read_text()
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "| mfcc_knn |" in report
+    # The demo recipe's eval splits: seen collections, unseen, unseen mixed another way.
+    by_split = json.loads((tmp_path / "demo" / "metrics_by_split.json").read_text())
+    assert list(by_split) == ["eval_seen", "eval", "eval_remix"]
+    assert all(set(v) == {"crnn", "crnn_weak_only", "mfcc_knn"} for v in by_split.values())
+    assert by_split["eval"] == metrics and "psds1" in by_split["eval_seen"]["crnn"]
+    assert "| crnn | eval_seen (seen collections, unheard recordings) |" in report
 
 
 def test_a_user_error_is_one_line_and_a_bug_is_a_traceback(tmp_path, monkeypatch):

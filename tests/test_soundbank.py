@@ -173,7 +173,8 @@ def _clip(label: str, collection: str, group: str, index: int, role: str = "fore
 def test_split_by_collection_keeps_eval_collections_out_of_training():
     """Dog: collections A (6 files, 6 recordings), B (2), C (4): the eval fraction 0.15 of 12
     files is 1.8, closest to B's 2, so B is eval and never heard in train / valid; A and C are
-    split by recording. Cat has one collection: split by recording, with a warning."""
+    split by recording into train / valid / eval_seen. Cat has one collection: split by
+    recording into train / valid / eval, with a warning."""
     dog = ([_clip("Dog", "A", f"a{i}", 0) for i in range(6)] + [_clip("Dog", "B", f"b{i}", 0) for i in range(2)]
            + [_clip("Dog", "C", f"c{i}", 0) for i in range(4)])
     cat = [_clip("Cat", "K", f"k{i}", 0) for i in range(6)]
@@ -181,11 +182,14 @@ def test_split_by_collection_keeps_eval_collections_out_of_training():
         splits = split_by_source(dog + cat, seed=3, split_by="collection")
     dog_split = {s: {c.collection for c in clips if c.label == "Dog"} for s, clips in splits.items()}
     assert dog_split["eval"] == {"B"}
-    assert dog_split["train"] | dog_split["valid"] == {"A", "C"}
+    assert dog_split["train"] | dog_split["valid"] | dog_split["eval_seen"] == {"A", "C"}
+    assert dog_split["eval_seen"] and not {c.source_group for c in splits["eval_seen"]} & {
+        c.source_group for c in splits["train"]}    # seen collections, unheard recordings
     assert {c.relative_path for c in dog if c.collection == "B"} == {c.relative_path for c in splits["eval"]
                                                                      if c.label == "Dog"}
     cat_split = {s: [c for c in clips if c.label == "Cat"] for s, clips in splits.items()}
-    assert all(cat_split.values())                  # a seen-collection eval for Cat
+    assert all(cat_split[s] for s in ("train", "valid", "eval"))   # a seen-collection eval for Cat
+    assert not cat_split["eval_seen"]
     assert sorted(c.relative_path for clips in splits.values() for c in clips) == sorted(
         c.relative_path for c in dog + cat)         # every clip once
     with pytest.raises(ValueError, match="split_by must be one of"):

@@ -184,12 +184,9 @@ def test_classes_subset_restricts_labels(toy_bank, tmp_path):
     assert labels <= {"Buzz", "Chirp"}
 
 
-def test_split_by_collection_mixes_eval_from_collections_training_never_hears(tmp_path):
-    """Each class's third recording is re-labelled collection "B" in the manifest: with
-    ``split_by: collection`` every eval foreground comes from B and no train / valid one does."""
-    import warnings
-
-    root = tmp_path / "bank"
+def _two_collection_bank(root: Path) -> dict[str, str]:
+    """The toy bank with each class's third recording in collection "B", the rest in "A";
+    returns bank path -> collection."""
     write_toy_bank(root)
     manifest = root / "manifest.csv"
     rows = list(csv.DictReader(manifest.open(newline="", encoding="utf-8")))
@@ -200,7 +197,16 @@ def test_split_by_collection_mixes_eval_from_collections_training_never_hears(tm
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    collection = {row["path"]: row["source_package"] for row in rows}
+    return {row["path"]: row["source_package"] for row in rows}
+
+
+def test_split_by_collection_mixes_eval_from_collections_training_never_hears(tmp_path):
+    """Each class's third recording is re-labelled collection "B" in the manifest: with
+    ``split_by: collection`` every eval foreground comes from B and no train / valid one does."""
+    import warnings
+
+    root = tmp_path / "bank"
+    collection = _two_collection_bank(root)
     config = dataclasses.replace(WAA, split_by="collection")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")        # A's two recordings per class are split by file
@@ -209,3 +215,43 @@ def test_split_by_collection_mixes_eval_from_collections_training_never_hears(tm
                     if r["role"] == "foreground"} for split in SPLITS}
     assert used["eval"] == {"B"}
     assert used["train"] | used["valid"] == {"A"}
+
+
+def test_extra_eval_splits_seen_collections_and_another_mix(tmp_path):
+    """eval_seen mixes unheard recordings of the collections training hears (A); eval_remix
+    mixes eval's unseen collection (B) with up to 5 events and per-clip / per-event gains.
+    Each extra split has its own stamp: changing the remix re-renders eval_remix alone."""
+    import warnings
+
+    from sedweak.config import RemixConfig
+
+    collection = _two_collection_bank(tmp_path / "bank")
+    bank = SoundBank.open(tmp_path / "bank")
+    remix = RemixConfig(num_clips=8, min_events=2, max_events=5, snr_min_db=0.0, snr_max_db=12.0)
+    config = dataclasses.replace(MULTI, split_by="collection", num_eval_seen_clips=4, remix=remix)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")        # A's two recordings per class are split by file
+        result = synthesize(bank, config, tmp_path / "out", clip_seconds=CLIP_SECONDS, sample_rate_hz=RATE)
+        assert list(result["splits"]) == ["train", "valid", "eval", "eval_seen", "eval_remix"]
+        rows = {s: _sources(result["splits"][s]["sources_csv"]) for s in result["splits"]}
+        fg = {s: {collection[r["bank_path"]] for r in rs if r["role"] == "foreground"} for s, rs in rows.items()}
+        assert fg["eval_seen"] == {"A"} and fg["eval_remix"] == fg["eval"] == {"B"}
+        counts = [len(ev) for ev in read_strong_tsv(result["splits"]["eval_remix"]["strong_tsv"]).values()]
+        assert len(counts) == 8 and min(counts) >= 2 and max(counts) <= 5
+        gains = {s: {float(r["gain_db"]) for r in rs if r["role"] == "background"} for s, rs in rows.items()}
+        assert gains["train"] == {-20.0} and len(gains["eval_remix"]) == 8
+        assert all(-28.0 <= g <= -12.0 for g in gains["eval_remix"])
+        snrs = [float(r["snr_db"]) for r in rows["eval_remix"] if r["role"] == "foreground"]
+        assert -4.0 <= min(snrs) and max(snrs) <= 16.0             # SNR draw 0-12 dB, +- 4 dB event gain
+        assert min(snrs) < 0.0 or max(snrs) > 12.0                  # ... and the jitter shows
+
+        again = synthesize(bank, dataclasses.replace(config, remix=dataclasses.replace(remix, snr_max_db=6.0)),
+                           tmp_path / "out", clip_seconds=CLIP_SECONDS, sample_rate_hz=RATE)
+    assert [s for s, r in again["splits"].items() if r["rendered"]] == ["eval_remix"]
+
+
+def test_eval_seen_needs_split_by_collection():
+    from sedweak.config import ConfigError
+
+    with pytest.raises(ConfigError, match="num_eval_seen_clips needs split_by: collection"):
+        dataclasses.replace(MULTI, num_eval_seen_clips=4)

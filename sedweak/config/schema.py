@@ -64,6 +64,30 @@ class FeatureConfig:
 
 
 @dataclass(frozen=True)
+class RemixConfig:
+    """The ``eval_remix`` split: unseen collections mixed differently from training (another
+    SNR range, more events, wider onsets, random background and event gains), so a score
+    on it measures what a model keeps when both the recordings and the mixing change."""
+
+    num_clips: int = 0  # 0: no such split
+    min_events: int = 0
+    max_events: int = 5
+    snr_min_db: float = 0.0
+    snr_max_db: float = 24.0
+    onset_std_seconds: float = 4.0  # near-uniform over the clip (training: 2 s around 5 s)
+    background_gain_jitter_db: float = 8.0  # per clip, uniform +-: the whole mix louder or softer
+    event_gain_jitter_db: float = 4.0  # per event, uniform +-, on top of its SNR draw
+
+    def __post_init__(self) -> None:
+        _check(self.num_clips >= 0, "synth.remix.num_clips must be >= 0")
+        _check(0 <= self.min_events <= self.max_events, "synth.remix: need 0 <= min_events <= max_events")
+        _check(self.snr_min_db <= self.snr_max_db, "synth.remix: need snr_min_db <= snr_max_db")
+        _check(self.onset_std_seconds >= 0, "synth.remix.onset_std_seconds must be >= 0")
+        _check(self.background_gain_jitter_db >= 0 and self.event_gain_jitter_db >= 0,
+               "synth.remix: gain jitters must be >= 0 dB")
+
+
+@dataclass(frozen=True)
 class SynthConfig:
     """Scaper-like soundscape synthesis from a sound bank (see ``sedweak.synth``)."""
 
@@ -86,6 +110,12 @@ class SynthConfig:
     # recording) or "collection" (eval from whole collections -- the manifest's source_package --
     # that training never hears: a measure of generalisation to unseen recordings).
     split_by: str = "recording"
+    # split_by: collection only: an "eval_seen" split from recordings of the collections that
+    # training hears (held out by recording), to set beside eval's unseen collections.
+    num_eval_seen_clips: int = 0
+    background_gain_jitter_db: float = 0.0  # per clip, uniform +- around background_gain_db
+    event_gain_jitter_db: float = 0.0  # per event, uniform +- on top of the SNR draw
+    remix: RemixConfig = field(default_factory=RemixConfig)
 
     def __post_init__(self) -> None:
         _check(self.mode in ("waa", "multi"), f"synth.mode must be 'waa' or 'multi', got {self.mode!r}")
@@ -93,6 +123,12 @@ class SynthConfig:
         _check(0 <= self.min_events <= self.max_events, "synth: need 0 <= min_events <= max_events")
         _check(self.snr_min_db <= self.snr_max_db, "synth: need snr_min_db <= snr_max_db")
         _check(self.onset_min_seconds <= self.onset_max_seconds, "synth: onset bounds reversed")
+        _check(self.num_eval_seen_clips >= 0, "synth.num_eval_seen_clips must be >= 0")
+        _check(self.num_eval_seen_clips == 0 or self.split_by == "collection",
+               "synth.num_eval_seen_clips needs split_by: collection (with split_by: recording "
+               "the eval split already comes from the collections training hears)")
+        _check(self.background_gain_jitter_db >= 0 and self.event_gain_jitter_db >= 0,
+               "synth: gain jitters must be >= 0 dB")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from sedweak.config import Config
 from sedweak.datasets.cache import CacheResult, cache_signature, cached_logmels
@@ -36,6 +37,24 @@ class PreparedData:
         return [(f"{s}/{name}", why) for s, r in self.features.items() for name, why in r.failed]
 
 
+def fast_dev_synth(synth):
+    """A few clips per split (``FAST_DEV_CLIPS``), the extra eval splits too."""
+    small = {k: min(v, getattr(synth, k)) for k, v in FAST_DEV_CLIPS.items()}
+    small["num_eval_seen_clips"] = min(synth.num_eval_seen_clips, FAST_DEV_CLIPS["num_eval_clips"])
+    small["remix"] = dataclasses.replace(synth.remix, num_clips=min(synth.remix.num_clips,
+                                                                    FAST_DEV_CLIPS["num_eval_clips"]))
+    return dataclasses.replace(synth, **small)
+
+
+def dataset_splits(config: Config) -> tuple[str, ...]:
+    """train / valid / eval, and for a synthetic set the extra eval splits it asks for."""
+    if config.data.dataset != "synth":
+        return SPLITS
+    from sedweak.synth import split_counts
+
+    return tuple(split_counts(config.data.synth))
+
+
 def data_root(config: Config, workdir: Path) -> Path:
     return Path(config.data.root) if config.data.root else Path(workdir) / "data"
 
@@ -47,7 +66,7 @@ def synthesize_if_needed(config: Config, root: Path) -> list[str]:
 
     synth = config.data.synth
     if config.train.fast_dev_run:
-        synth = dataclasses.replace(synth, **{k: min(v, getattr(synth, k)) for k, v in FAST_DEV_CLIPS.items()})
+        synth = fast_dev_synth(synth)
     bank = SoundBank.open(config.data.soundbank)
     result = synthesize(bank, synth, root, clip_seconds=config.data.clip_seconds,
                         sample_rate_hz=config.features.sample_rate_hz,
@@ -55,8 +74,10 @@ def synthesize_if_needed(config: Config, root: Path) -> list[str]:
     return list(result["classes"])
 
 
-def prepare_data(config: Config, workdir: Path, splits=SPLITS, progress: bool = True) -> PreparedData:
-    """Dataset splits and their cached log-mels for ``config``."""
+def prepare_data(config: Config, workdir: Path, splits: Sequence[str] | None = None,
+                 progress: bool = True) -> PreparedData:
+    """Dataset splits (default :func:`dataset_splits`) and their cached log-mels for ``config``."""
+    splits = dataset_splits(config) if splits is None else tuple(splits)
     root = data_root(config, workdir)
     classes = list(config.data.classes)
     if config.data.dataset == "synth":

@@ -95,7 +95,8 @@ def assemble(tagging: Mapping, detection: Mapping | None, classes: Sequence[str]
     return {k: float(v) if k != "per_class" else v for k, v in out.items()}
 
 
-def _cell(key: str, value: float) -> str:
+def cell(key: str, value: float) -> str:
+    """A table cell: F / P / R in %, ER and PSDS as ratios, n/a for undefined."""
     if value is None or math.isnan(value):
         return "n/a"
     if key.endswith("error_rate"):
@@ -109,7 +110,7 @@ def _table(first_title: str, columns: Sequence[str], rows: Mapping[str, Mapping[
     header = [first_title] + [_TITLES[c] for c in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(columns)) + "|"]
     for name, values in rows.items():
-        lines.append("| " + " | ".join([str(name)] + [_cell(c, values.get(c, math.nan)) for c in columns]) + " |")
+        lines.append("| " + " | ".join([str(name)] + [cell(c, values.get(c, math.nan)) for c in columns]) + " |")
     return "\n".join(lines) + "\n"
 
 

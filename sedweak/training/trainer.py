@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,8 @@ class RunResult:
     metrics: dict
     epochs_run: int
     failures: tuple[tuple[str, str], ...]
+    # Metrics of the extra eval splits (eval_seen, eval_remix) the data has, by split.
+    extra_metrics: dict = field(default_factory=dict)
 
 
 def model_info(config: Config, classes) -> ModelInfo:
@@ -183,6 +185,7 @@ def run(config: Config, workdir: str | Path, resume: bool = False, verbose: int 
         data: PreparedData | None = None) -> RunResult:
     """Train, select the best epoch on the valid split, evaluate on eval, write artifacts."""
     from sedweak.evaluation.split import evaluate_split
+    from sedweak.synth import EXTRA_EVAL_SPLITS
     from sedweak.training.distribute import backend, check_strategy, read_tf_config
 
     # A wrong strategy or TF_CONFIG fails now, not after minutes of data preparation.
@@ -204,10 +207,16 @@ def run(config: Config, workdir: str | Path, resume: bool = False, verbose: int 
     metrics = evaluate_split(model, info, data.clips["eval"], data.features["eval"], config.evaluation,
                              out_tsv=workdir / "eval_events.tsv")
     atomic_write_json(workdir / "metrics.json", metrics)
+    extra = {}
+    for split in EXTRA_EVAL_SPLITS:
+        if split in data.features and data.features[split].filenames:
+            extra[split] = evaluate_split(model, info, data.clips[split], data.features[split], config.evaluation,
+                                          out_tsv=workdir / f"{split}_events.tsv")
+            atomic_write_json(workdir / f"metrics_{split}.json", extra[split])
     failures = tuple(data.failures())
     if failures:
         atomic_write_json(workdir / "skipped_clips.json", [list(f) for f in failures])
-    return RunResult(workdir, model_path, metrics, epochs_run, failures)
+    return RunResult(workdir, model_path, metrics, epochs_run, failures, extra)
 
 
 # Sections a resumed run may change: they alter what is reported about the trained model,
