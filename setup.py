@@ -40,6 +40,8 @@ setup(
         "pyyaml>=6",
         "matplotlib>=3.8",
         "scikit-learn>=1.4",
+        # waveform augmentation of bank events before dynamic mixing (sedweak.training.dynamic_mix)
+        "audiomentations>=0.43,<0.44",
         # `sedweak export` checks every .tflite it writes with the same interpreter the
         # device runtime uses (sedweak_runtime, shipped in this distribution too).
         "ai-edge-litert>=2.3",

@@ -94,7 +94,7 @@ def active_region(waveform: np.ndarray, sample_rate_hz: int) -> tuple[int, int, 
     return int(first * hop), int(min(len(waveform), (last + 1) * hop)), active, rms
 
 
-class _AudioCache:
+class BankAudio:
     """Loads each bank file once; foregrounds are trimmed and measured once."""
 
     def __init__(self, sample_rate_hz: int) -> None:
@@ -109,14 +109,18 @@ class _AudioCache:
 
     def foreground(self, clip: BankClip) -> Foreground:
         if clip.path not in self._fg:
-            audio = self.raw(clip)
-            start, stop, active, rms = active_region(audio, self.sample_rate_hz)
-            hop = max(1, int(round(ACTIVE_FRAME_SECONDS * self.sample_rate_hz)))
-            # start is a frame boundary, so the trimmed audio's frames are a slice of `active`.
-            first, n_frames = start // hop, -(-(stop - start) // hop)
-            self._fg[clip.path] = Foreground(audio[start:stop], active[first:first + n_frames], rms, hop)
+            self._fg[clip.path] = trim_to_active(self.raw(clip), self.sample_rate_hz)
             del self._raw[clip.path]  # only the trimmed copy is needed from now on
         return self._fg[clip.path]
+
+
+def trim_to_active(audio: np.ndarray, sample_rate_hz: int) -> Foreground:
+    """A foreground waveform trimmed to its active region, with its active frames and RMS."""
+    start, stop, active, rms = active_region(audio, sample_rate_hz)
+    hop = max(1, int(round(ACTIVE_FRAME_SECONDS * sample_rate_hz)))
+    # start is a frame boundary, so the trimmed audio's frames are a slice of `active`.
+    first, n_frames = start // hop, -(-(stop - start) // hop)
+    return Foreground(audio[start:stop], active[first:first + n_frames], rms, hop)
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,7 @@ class PlannedClip:
 # ----------------------------------------------------------------------------- planning
 
 
-def _truncated_normal(rng: np.random.Generator, mean: float, std: float, low: float, high: float) -> float:
+def truncated_normal(rng: np.random.Generator, mean: float, std: float, low: float, high: float) -> float:
     for _ in range(100):  # rejection sampling; falls back to uniform for absurd bounds
         x = rng.normal(mean, std) if std > 0 else mean
         if low <= x <= high:
@@ -148,7 +152,7 @@ def _truncated_normal(rng: np.random.Generator, mean: float, std: float, low: fl
     return float(rng.uniform(low, high))
 
 
-def _label_offset(fg: Foreground, onset_seconds: float, clip_seconds: float, sample_rate_hz: int) -> float:
+def label_offset(fg: Foreground, onset_seconds: float, clip_seconds: float, sample_rate_hz: int) -> float:
     """End of the last active frame that survives the cut at the clip end (seconds)."""
     onset_sample = int(round(onset_seconds * sample_rate_hz))
     kept = min(len(fg.audio), int(round(clip_seconds * sample_rate_hz)) - onset_sample)
@@ -159,7 +163,7 @@ def _label_offset(fg: Foreground, onset_seconds: float, clip_seconds: float, sam
 
 
 def _plan_events(rng: np.random.Generator, pool: dict[str, list[BankClip]], config: SynthConfig,
-                 clip_seconds: float, cache: _AudioCache) -> tuple[PlannedEvent, ...]:
+                 clip_seconds: float, cache: BankAudio) -> tuple[PlannedEvent, ...]:
     labels = sorted(pool)
     count = 1 if config.mode == "waa" else int(rng.integers(config.min_events, config.max_events + 1))
     low = config.onset_min_seconds
@@ -173,9 +177,9 @@ def _plan_events(rng: np.random.Generator, pool: dict[str, list[BankClip]], conf
             snr_db += float(rng.uniform(-config.event_gain_jitter_db, config.event_gain_jitter_db))
         fg = cache.foreground(clip)
         for _ in range(MAX_PLACEMENT_TRIES):
-            onset = round(_truncated_normal(rng, config.onset_mean_seconds, config.onset_std_seconds,
+            onset = round(truncated_normal(rng, config.onset_mean_seconds, config.onset_std_seconds,
                                             low, high) * cache.sample_rate_hz) / cache.sample_rate_hz
-            offset = _label_offset(fg, onset, clip_seconds, cache.sample_rate_hz)
+            offset = label_offset(fg, onset, clip_seconds, cache.sample_rate_hz)
             clash = any(e.label == label and onset < e.offset_seconds and e.onset_seconds < offset
                         for e in events)
             if config.allow_same_class_overlap or not clash:
@@ -186,7 +190,7 @@ def _plan_events(rng: np.random.Generator, pool: dict[str, list[BankClip]], conf
 
 def plan_split(split_index: int, split: str, num_clips: int, pool: dict[str, list[BankClip]],
                backgrounds: Sequence[BankClip], config: SynthConfig, clip_seconds: float,
-               cache: _AudioCache) -> list[PlannedClip]:
+               cache: BankAudio) -> list[PlannedClip]:
     """Plans of ``num_clips`` clips; clip i uses RNG (config.seed, split_index, i)."""
     low = config.onset_min_seconds
     if low > clip_seconds - MIN_EVENT_SECONDS_IN_CLIP:
@@ -210,7 +214,7 @@ def plan_split(split_index: int, split: str, num_clips: int, pool: dict[str, lis
 
 
 def render_clip(plan: PlannedClip, config: SynthConfig, clip_seconds: float,
-                cache: _AudioCache) -> np.ndarray:
+                cache: BankAudio) -> np.ndarray:
     """Mix of one planned clip: float32 (clip_samples,), peak <= PEAK_LIMIT.
 
     A silent background (RMS 0) is treated as having the target RMS for the SNR, so the
@@ -249,7 +253,7 @@ def _sources_rows(plan: PlannedClip, config: SynthConfig, clip_seconds: float) -
 
 
 def _write_split(plans: list[PlannedClip], split: str, out_dir: Path, config: SynthConfig,
-                 clip_seconds: float, cache: _AudioCache) -> None:
+                 clip_seconds: float, cache: BankAudio) -> None:
     """Render into audio/.<split>.partial, write metadata, then rename the folder into place."""
     final, partial = out_dir / "audio" / split, out_dir / "audio" / f".{split}.partial"
     shutil.rmtree(partial, ignore_errors=True)
@@ -275,7 +279,7 @@ def _write_split(plans: list[PlannedClip], split: str, out_dir: Path, config: Sy
 # ----------------------------------------------------------------------------- entry point
 
 
-def _split_bank(bank: SoundBank, classes: Sequence[str], seed: int, split_by: str = "recording") -> dict[str, dict]:
+def split_bank(bank: SoundBank, classes: Sequence[str], seed: int, split_by: str = "recording") -> dict[str, dict]:
     """Per split: {"pool": {class: [clips]}, "backgrounds": [clips]}, disjoint by source
     recording (``split_by="collection"``: eval from collections training never hears, plus
     ``eval_seen`` from held-out recordings of the others, when the bank leaves any)."""
@@ -376,12 +380,12 @@ def synthesize(bank: SoundBank, config: SynthConfig, out_dir: str | Path, clip_s
     classes = list(classes) if classes else bank.foreground_classes
     if config.mode == "multi" and config.max_events == 0:
         warnings.warn("synthesize: max_events = 0, every clip is background only", stacklevel=2)
-    parts = _split_bank(bank, classes, config.seed, config.split_by)
+    parts = split_bank(bank, classes, config.seed, config.split_by)
     if config.num_eval_seen_clips and "eval_seen" not in parts:
         raise SoundBankError(f"{bank.root}: no recording of a seen collection is left for eval_seen "
                              "(each class needs >= 3 recordings outside its held-out collection)")
     parts["eval_remix"] = parts["eval"]
-    cache = _AudioCache(sample_rate_hz)
+    cache = BankAudio(sample_rate_hz)
     counts = split_counts(config)
     result: dict = {"classes": classes, "splits": {}}
     for split in counts:

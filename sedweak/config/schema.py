@@ -166,6 +166,23 @@ class AugmentConfig:
     # SpecAugment time mask: one block of up to this many feature frames set to the clip mean;
     # targets unchanged, and a mask that would hide a whole labelled event is skipped. 0: off.
     time_mask_frames_max: int = 0
+    # Dynamic mixing (data.dataset: synth only): every training batch is fresh soundscapes,
+    # mixed (in the mel-power domain, sedweak.training.dynamic_mix) from the train split's
+    # bank files with the data.synth settings, instead of the fixed train split.
+    dynamic_mixing: bool = False
+    # Mixup of a whole batch with a permutation of itself (DESED baseline: mel power mixed,
+    # lambda ~ Beta(alpha, alpha) per batch; "soft" labels lambda-weighted, "hard": union).
+    mixup_probability: float = 0.0
+    mixup_alpha: float = 0.2
+    mixup_labels: str = "soft"
+    # Waveform augmentation of each bank event before mixing (dynamic mixing): per event,
+    # event_variants copies (the first clean), each with a seeded draw of the following.
+    event_variants: int = 4
+    event_pitch_semitones_max: float = 2.0  # pitch shift, uniform +- (probability 0.5)
+    event_stretch_max: float = 0.15  # time stretch rate uniform in [1 - x, 1 + x] (probability 0.5)
+    event_eq_probability: float = 0.5  # seven-band parametric EQ, +-6 dB per band
+    event_bandpass_probability: float = 0.25  # band-pass, centre 200-4000 Hz
+    event_reverb_probability: float = 0.5  # synthetic room: RT60 0.2-0.8 s, DRR 0-12 dB
 
     def __post_init__(self) -> None:
         _check(self.gain_db_max >= 0, "augment.gain_db_max must be >= 0")
@@ -173,6 +190,15 @@ class AugmentConfig:
                "augment.freq_shift_bands_max and augment.time_mask_frames_max must be >= 0")
         _check(self.freq_mask_bands_max >= 0, "augment.freq_mask_bands_max must be >= 0")
         _check(0.0 <= self.mix_probability <= 1.0, "augment.mix_probability must be in [0, 1]")
+        _check(0.0 <= self.mixup_probability <= 1.0 and self.mixup_alpha > 0,
+               "augment: need 0 <= mixup_probability <= 1 and mixup_alpha > 0")
+        _check(self.mixup_labels in ("soft", "hard"), f"augment.mixup_labels must be 'soft' or 'hard', "
+                                                      f"got {self.mixup_labels!r}")
+        _check(self.event_variants >= 1, "augment.event_variants must be >= 1 (the first is the clean event)")
+        _check(self.event_pitch_semitones_max >= 0 and 0 <= self.event_stretch_max < 1,
+               "augment: need event_pitch_semitones_max >= 0 and 0 <= event_stretch_max < 1")
+        for name in ("event_eq_probability", "event_bandpass_probability", "event_reverb_probability"):
+            _check(0.0 <= getattr(self, name) <= 1.0, f"augment.{name} must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -282,9 +308,15 @@ class PostprocessConfig:
     median_filter_seconds: float = 0.45
     min_duration_seconds: float = 0.25
     min_gap_seconds: float = 0.15
+    # After training, tune one threshold per class on the valid split: "event_f1" or
+    # "segment_f1" (F1-optimal on a 0.1-0.9 grid, sedweak.evaluation.thresholds); saved with
+    # the model (replacing class_thresholds) and used by evaluate, predict and export. "none": off.
+    tune_thresholds: str = "none"
 
     def __post_init__(self) -> None:
         _check(0.0 < self.threshold < 1.0, "postprocess.threshold must be in (0, 1)")
+        _check(self.tune_thresholds in ("none", "event_f1", "segment_f1"),
+               f"postprocess.tune_thresholds must be 'none', 'event_f1' or 'segment_f1', got {self.tune_thresholds!r}")
         for name, value in self.class_thresholds:
             _check(0.0 < float(value) < 1.0, f"postprocess.class_thresholds[{name!r}] must be in (0, 1)")
 
@@ -369,6 +401,11 @@ class Config:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+
+    def __post_init__(self) -> None:
+        _check(not self.augment.dynamic_mixing or self.data.dataset == "synth",
+               f"augment.dynamic_mixing mixes soundscapes from a sound bank: it needs data.dataset: synth, "
+               f"not {self.data.dataset!r} (a fixed dataset keeps its cached features)")
 
 
 def _check(condition: bool, message: str) -> None:

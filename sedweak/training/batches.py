@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from sedweak.config import AugmentConfig
+from sedweak.losses import MASKED
 from sedweak.training.sampling import balanced_order, positive_mean_weights
 from sedweak.training.targets import unite_targets
 
@@ -80,14 +81,20 @@ class ClipBatches(keras.utils.PyDataset):
         self.epoch = int(epoch)
         self.order = self._order()
 
-    def __getitem__(self, index: int):
+    def _rows(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(features, strong, weak) of batch ``index`` before augmentation, copies."""
         rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-        x = np.asarray(self.features[rows], np.float32)  # fancy indexing copies: ours to augment
-        strong, weak = self.strong[rows].copy(), self.weak[rows].copy()
+        # fancy indexing copies: ours to augment
+        return np.asarray(self.features[rows], np.float32), self.strong[rows].copy(), self.weak[rows].copy()
+
+    def __getitem__(self, index: int):
+        x, strong, weak = self._rows(index)
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            for j in range(len(rows)):
+            for j in range(len(x)):
                 x[j], strong[j], weak[j] = self._augment_one(rng, x[j], strong[j], weak[j])
+            if self.augment.mixup_probability > 0 and rng.random() < self.augment.mixup_probability:
+                x, strong, weak = mixup(rng, x, strong, weak, self.augment.mixup_alpha, self.augment.mixup_labels)
         y = {"strong": strong, "weak": weak}
         if self.class_weights is None:
             return x, y
@@ -126,6 +133,28 @@ class ClipBatches(keras.utils.PyDataset):
         return x.astype(np.float32), strong, weak
 
 
+def mixup(rng: np.random.Generator, x: np.ndarray, strong: np.ndarray, weak: np.ndarray, alpha: float,
+          labels: str = "soft") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batch mixup (DESED baseline): clip i with clip perm[i], one lambda ~ Beta(alpha, alpha).
+
+    Features are log-mels in dB, mixed as mel power: ``10 log10(lambda P_i + (1 - lambda) P_j)``.
+    Labels: ``"soft"`` lambda-weighted, ``"hard"`` their union; a masked strong target (< 0)
+    stays masked. Shapes as given: x (batch, frames, mels), strong (batch, T, C), weak (batch, C).
+    """
+    lam = float(np.clip(rng.beta(alpha, alpha), 1e-6, 1 - 1e-6))
+    perm = rng.permutation(len(x))
+    ln10 = np.log(10.0) / 10.0
+    mixed = np.logaddexp(x * ln10 + np.log(lam), x[perm] * ln10 + np.log(1 - lam)) / ln10
+    if labels == "soft":
+        new_strong = lam * strong + (1 - lam) * strong[perm]
+        new_weak = lam * weak + (1 - lam) * weak[perm]
+    else:
+        new_strong, new_weak = np.maximum(strong, strong[perm]), np.maximum(weak, weak[perm])
+    masked = (strong < 0) | (strong[perm] < 0)
+    new_strong = np.where(masked, MASKED, new_strong)
+    return mixed.astype(np.float32), new_strong.astype(np.float32), new_weak.astype(np.float32)
+
+
 def shift_bands(x: np.ndarray, bands: int) -> np.ndarray:
     """(frames, n_mels) rolled by ``bands`` along mel (up when > 0), the vacated bins
     filled with the edge bin they came from (no wrap-around of low into high frequencies)."""
@@ -152,3 +181,20 @@ def erases_an_event(strong: np.ndarray, start: int, width: int, time_pooling: in
     visible = np.pad((strong.T == 1) & ~masked[None, :], ((0, 0), (1, 0))).ravel()
     run_id = np.cumsum(positive & ~np.roll(positive, 1)) * positive  # a leading 0 splits the classes
     return bool(set(run_id[positive]) - set(run_id[visible]))
+
+
+class DynamicBatches(ClipBatches):
+    """:class:`ClipBatches` whose clips are fresh soundscapes from a
+    :class:`sedweak.training.dynamic_mix.DynamicMixer`, seeded by (seed, epoch, batch), as
+    many per epoch as the fixed split has clips; the other augmentations then apply as
+    usual (``mix_probability`` mixes with a clip of the fixed split, ``features``)."""
+
+    def __init__(self, mixer, features, strong: np.ndarray, weak: np.ndarray, batch_size: int, **kwargs):
+        super().__init__(features, strong, weak, batch_size, **kwargs)
+        self.mixer = mixer
+
+    def _rows(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        count = len(self.order[index * self.batch_size:(index + 1) * self.batch_size])
+        rng = np.random.default_rng([self.seed, self.epoch, index, 0x6D6978])   # "mix": its own stream
+        clips = [self.mixer.mix(rng) for _ in range(count)]
+        return tuple(np.stack(parts) for parts in zip(*clips))

@@ -68,10 +68,29 @@ def _batches(config: Config, data: PreparedData, split: str, info: ModelInfo, tr
 
         class_weights = weights_for(weak, config.train.class_weighting)
     # cached.features is an array, or an h5-backed array-like streamed batch by batch (cache.in_memory_max_mb).
-    return ClipBatches(cached.features, strong, weak, config.train.batch_size, info.time_pooling,
-                       shuffle=training, augment=config.augment if training else None,
-                       seed=config.train.seed, max_batches=2 if config.train.fast_dev_run else None,
-                       sampling=config.train.sampling if training else "shuffle", class_weights=class_weights)
+    options = dict(time_pooling=info.time_pooling, shuffle=training, augment=config.augment if training else None,
+                   seed=config.train.seed, max_batches=2 if config.train.fast_dev_run else None,
+                   sampling=config.train.sampling if training else "shuffle", class_weights=class_weights)
+    if training and config.augment.dynamic_mixing:
+        from sedweak.training.batches import DynamicBatches
+
+        return DynamicBatches(dynamic_mixer(config, data, info), cached.features, strong, weak,
+                              config.train.batch_size, **options)
+    return ClipBatches(cached.features, strong, weak, config.train.batch_size, **options)
+
+
+def dynamic_mixer(config: Config, data: PreparedData, info: ModelInfo):
+    """The :class:`DynamicMixer` of a synth config: its bank's train split, its mixing settings."""
+    from sedweak.soundbank import SoundBank
+    from sedweak.synth import split_bank
+    from sedweak.training.dynamic_mix import DynamicMixer
+
+    synth = config.data.synth
+    part = split_bank(SoundBank.open(config.data.soundbank), info.classes, synth.seed, synth.split_by)["train"]
+    return DynamicMixer(part["pool"], part["backgrounds"], info.classes, synth, config.features,
+                        config.data.clip_seconds, info.time_pooling, config.augment, seed=config.train.seed,
+                        label_type=config.data.label_type,
+                        weak_clip_strong_target=config.loss.weak_clip_strong_target)
 
 
 def _learning_rate(config: Config, steps_per_epoch: int):
@@ -203,6 +222,8 @@ def run(config: Config, workdir: str | Path, resume: bool = False, verbose: int 
         if len(data.features[split].filenames) == 0:
             raise DataError(f"{data.root}: no usable clips in split {split!r}")
     model, info, epochs_run = fit(config, workdir, data, resume, verbose)
+    if config.postprocess.tune_thresholds != "none":
+        info = tuned_info(model, info, data, config, workdir)
     model_path = save_model(model, workdir / "model.keras", info)
     metrics = evaluate_split(model, info, data.clips["eval"], data.features["eval"], config.evaluation,
                              out_tsv=workdir / "eval_events.tsv")
@@ -217,6 +238,28 @@ def run(config: Config, workdir: str | Path, resume: bool = False, verbose: int 
     if failures:
         atomic_write_json(workdir / "skipped_clips.json", [list(f) for f in failures])
     return RunResult(workdir, model_path, metrics, epochs_run, failures, extra)
+
+
+def tuned_info(model, info: ModelInfo, data: PreparedData, config: Config, workdir: Path) -> ModelInfo:
+    """``info`` with per-class thresholds tuned on the valid split (``thresholds.json`` records
+    them with each class's F1 curve); unchanged, with a warning, when valid has no strong labels."""
+    import dataclasses
+
+    from sedweak.evaluation.split import detect_cached
+    from sedweak.evaluation.thresholds import tune_thresholds, with_thresholds
+
+    _, probs, _ = detect_cached(model, info, data.features["valid"])
+    reference = {n: ev for n, ev in data.clips["valid"].strong_reference.items() if n in probs}
+    if not reference:
+        warnings.warn("postprocess.tune_thresholds: the valid split has no strong labels; "
+                      "the thresholds are not tuned", stacklevel=2)
+        return info
+    criterion = config.postprocess.tune_thresholds
+    best, curves = tune_thresholds({n: probs[n] for n in reference}, reference, info.classes,
+                                   info.model_frames_per_second, info.postprocess, config.evaluation, criterion)
+    atomic_write_json(workdir / "thresholds.json", {"criterion": criterion, "split": "valid", "thresholds": best,
+                                                    "f1_by_threshold": curves})
+    return dataclasses.replace(info, postprocess=with_thresholds(info.postprocess, best))
 
 
 # Sections a resumed run may change: they alter what is reported about the trained model,
