@@ -212,7 +212,9 @@ def synth(recipe, out, overrides):
         classes = synthesize_if_needed(config, Path(out))
     except USER_ERRORS as err:
         _fail(err)
-    click.echo(f"{out}: train/valid/eval soundscapes with classes {', '.join(classes)}")
+    from sedweak.datasets.prepare import dataset_splits
+
+    click.echo(f"{out}: {'/'.join(dataset_splits(config))} soundscapes with classes {', '.join(classes)}")
 
 
 @main.command()

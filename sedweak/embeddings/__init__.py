@@ -1,0 +1,1 @@
+"""Embeddings: losses (keras.ops) and their numpy / scikit-learn quality measures."""

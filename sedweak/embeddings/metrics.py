@@ -1,0 +1,65 @@
+"""Quality of embeddings with numpy and scikit-learn only (no TensorFlow needed to score).
+
+* :func:`nearest_centroid_accuracy`: Turpault et al.'s measure F -- a test point counts 1 when
+  the nearest class centroid (computed on the training set) is its own class.
+* :func:`query_by_example_map`: Jansen et al.'s retrieval test -- each example queries all
+  the others ranked by cosine similarity; average precision of the same-class items, averaged
+  per class and then over classes.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def _unit(embeddings: np.ndarray) -> np.ndarray:
+    embeddings = np.asarray(embeddings, np.float64)
+    if embeddings.ndim != 2:
+        raise ValueError(f"embeddings must be (examples, dim), got shape {embeddings.shape}")
+    if not np.isfinite(embeddings).all():
+        raise ValueError("embeddings contain NaN or infinite values")
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    return embeddings / np.maximum(norms, 1e-12)
+
+
+def nearest_centroid_accuracy(train: np.ndarray, train_labels: Sequence, test: np.ndarray,
+                              test_labels: Sequence) -> float:
+    """Fraction of ``test`` whose nearest training-class centroid (Euclidean, L2-normalised
+    embeddings) is its own class. A test class absent from training can never be right."""
+    train, test = _unit(train), _unit(test)
+    train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
+    if len(train) != len(train_labels) or len(test) != len(test_labels):
+        raise ValueError("one label per embedding")
+    if len(test) == 0 or len(train) == 0:
+        raise ValueError("need at least one training and one test embedding")
+    classes = np.unique(train_labels)
+    centroids = np.stack([train[train_labels == c].mean(axis=0) for c in classes])
+    distances = ((test[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
+    return float(np.mean(classes[np.argmin(distances, axis=1)] == test_labels))
+
+
+def query_by_example_map(embeddings: np.ndarray, labels: Sequence) -> tuple[float, dict]:
+    """(mAP over classes, {class: mean AP of its queries}) of cosine-ranked retrieval.
+
+    Every example with at least one other example of its class is a query; the others are
+    ranked by cosine similarity and scored by scikit-learn's average precision.
+    """
+    from sklearn.metrics import average_precision_score
+
+    unit, labels = _unit(embeddings), np.asarray(labels)
+    if len(unit) != len(labels):
+        raise ValueError("one label per embedding")
+    similarity = unit @ unit.T
+    per_class: dict = {}
+    for i in range(len(unit)):
+        others = np.arange(len(unit)) != i
+        relevant = labels[others] == labels[i]
+        if not relevant.any():
+            continue
+        per_class.setdefault(labels[i].item(), []).append(average_precision_score(relevant, similarity[i, others]))
+    if not per_class:
+        raise ValueError("no class has two examples: nothing to retrieve")
+    means = {c: float(np.mean(v)) for c, v in per_class.items()}
+    return float(np.mean(list(means.values()))), means

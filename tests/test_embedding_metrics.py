@@ -1,0 +1,37 @@
+"""Embedding quality measures (numpy / scikit-learn) on hand-built points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sedweak.embeddings.metrics import nearest_centroid_accuracy, query_by_example_map
+
+
+def test_nearest_centroid_accuracy_by_hand():
+    train = np.array([[1.0, 0.0], [1.0, 0.2], [0.0, 1.0], [0.2, 1.0]])
+    test = np.array([[1.0, 0.1], [0.1, 1.0], [1.0, 0.05]])
+    assert nearest_centroid_accuracy(train, ["a", "a", "b", "b"], test, ["a", "b", "b"]) == pytest.approx(2 / 3)
+    # scale does not matter (embeddings are L2-normalised first); an unknown test class never scores
+    assert nearest_centroid_accuracy(5 * train, ["a", "a", "b", "b"], test, ["a", "c", "a"]) == pytest.approx(2 / 3)
+
+
+def test_query_by_example_map_by_hand():
+    # Dog queries, others ranked by cosine: [1, 0] -> dog (0.995), cat (0.8), dog (0.6): AP
+    # (1 + 2/3) / 2 = 5/6; [0.995, 0.1] -> dog, cat (0.856), dog (0.677): 5/6; [0.6, 0.8] ->
+    # cat (0.96), dog (0.677), dog (0.6): (1/2 + 2/3) / 2 = 7/12. Dog: 27/36; cat has no pair.
+    points = np.array([[1.0, 0.0], [0.995, 0.0999], [0.8, 0.6], [0.6, 0.8]])
+    mean_ap, per_class = query_by_example_map(points, ["dog", "dog", "cat", "dog"])
+    assert per_class == {"dog": pytest.approx(27 / 36)} and mean_ap == pytest.approx(0.75)
+    separated = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    mean_ap, per_class = query_by_example_map(separated, [0, 0, 1, 1])
+    assert mean_ap == 1.0 and per_class == {0: 1.0, 1: 1.0}
+
+
+def test_bad_embeddings_are_refused():
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        query_by_example_map(np.array([[np.nan, 1.0], [1.0, 0.0]]), [0, 0])
+    with pytest.raises(ValueError, match="no class has two examples"):
+        query_by_example_map(np.eye(3), [0, 1, 2])
+    with pytest.raises(ValueError, match="one label per embedding"):
+        nearest_centroid_accuracy(np.eye(2), [0], np.eye(2), [0, 1])
