@@ -145,6 +145,7 @@ def test_dynamic_mixing_needs_a_synth_dataset():
         dataclasses.replace(AugmentConfig(), event_variants=0)
 
 
+@pytest.mark.slow   # the default suite trains on fresh mixes in test_training's exact-resume test
 def test_training_runs_on_fresh_mixes(tmp_path, tiny_recipe):
     """The trainer feeds DynamicBatches (2 epochs of the tiny recipe) and evaluates as usual."""
     from sedweak.config import load_config

@@ -125,10 +125,13 @@ class Interrupted(Exception):
     """Stands in for kill -9 right after a checkpoint was written."""
 
 
-def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, tiny_recipe, monkeypatch):
+@pytest.mark.parametrize("inputs", [[], ["augment.dynamic_mixing=true", "augment.event_variants=2",
+                                           "augment.mixup_probability=0.5"]], ids=["fixed", "dynamic+mixup"])
+def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, tiny_recipe, monkeypatch, inputs):
     """Interrupted after epoch 1 of 3 and resumed: every history value within 1e-6 of the
     uninterrupted run, and the same final weights (batch order, augmentation and dropout
-    seeds all continue where they stopped). Training here uses dropout and augmentation."""
+    seeds all continue where they stopped). Training here uses dropout and augmentation, on
+    the fixed split and on fresh dynamic mixes with batch mixup."""
     import numpy as np
 
     from sedweak.models.saving import load_model
@@ -137,7 +140,7 @@ def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, tiny_recipe, monkeypat
     recipe, overrides = tiny_recipe
     overrides = overrides + ["train.epochs=3", f"data.root={tmp_path / 'data'}", "model.dropout_rate=0.3",
                              "augment.time_shift=true", "augment.mix_probability=0.5",
-                             "augment.freq_mask_bands_max=8"]
+                             "augment.freq_mask_bands_max=8", *inputs]
     config = load_config(recipe, overrides)
     run(config, tmp_path / "whole", verbose=0)
 
