@@ -14,9 +14,10 @@ left out is the cross term ``2 Re(X conj(Y))`` of two sources in one bin, whose 
 is zero for independent sources. Per bin it is not (tests/test_dynamic_mix.py measures it):
 two equally loud noises mixed this way differ from the rendered mix by a median 1.3 dB per
 bin, 0.4-0.5 dB louder on average in dB (the log of a sum of powers fluctuates less);
-20 dB apart, by 0.28 dB. That makes a batch of 16 fresh 10 s clips cost ~20 ms instead of ~1 s of
-rendering and STFTs, so the demo's CPU budget holds. The eval splits stay rendered
-waveforms, so any mismatch this approximation adds shows in the scores.
+20 dB apart, by 0.28 dB. In exchange a batch of 16 fresh 10 s clips costs ~25 ms (1.5 ms a
+clip, measured) instead of ~1 s of rendering and STFTs, so the demo's CPU budget holds. The
+eval splits stay rendered waveforms, so any mismatch this approximation adds shows in the
+scores.
 
 Before mixing, each event exists in ``augment.event_variants`` versions: the clean one and
 waveform augmentations drawn per variant (audiomentations: pitch shift, time stretch,
