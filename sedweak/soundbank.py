@@ -188,7 +188,7 @@ def split_by_source(clips: Sequence[BankClip], fractions: Sequence[float] = (0.7
             warnings.warn(f"split_by_source: {role} {label!r} has {len(groups)} source group(s) "
                           f"(< 3): splitting its {len(units)} file(s) by file, not by source",
                           stacklevel=2)
-        rng = np.random.default_rng([seed, _stable_hash(role + "/" + label)])
+        rng = np.random.default_rng([seed, stable_hash(role + "/" + label)])
         units = [units[i] for i in rng.permutation(len(units))]
         for unit, split in zip(units, _deal(len(units), fractions)):
             for c in members:
@@ -215,7 +215,7 @@ def hold_out_collections(clips: Sequence[BankClip], eval_fraction: float, seed: 
                           "it is split by recording, its eval clips come from a seen collection", stacklevel=3)
             continue
         names = sorted(sizes)
-        rng = np.random.default_rng([seed, _stable_hash("collection/" + role + "/" + label)])
+        rng = np.random.default_rng([seed, stable_hash("collection/" + role + "/" + label)])
         names = [names[i] for i in rng.permutation(len(names))]
         target = eval_fraction * len(members)
         chosen = min(names, key=lambda n: abs(sizes[n] - target))   # first in seeded order on ties
@@ -240,7 +240,7 @@ def _deal(count: int, fractions: Sequence[float]) -> list[str]:
     return ["train"] * n_train + ["valid"] * n_valid + ["eval"] * n_eval
 
 
-def _stable_hash(text: str) -> int:
+def stable_hash(text: str) -> int:
     """Process-independent 32-bit hash (``hash()`` is salted per process)."""
     import zlib
 

@@ -16,8 +16,9 @@ Settings (DCASE 2021-2024 task 4):
   scores (no median filter), macro-averaged over classes.
 
 sed_scores_eval refuses a class without any reference event (PSDS divides by its
-count), and same-class reference events that touch or overlap (they are merged first). Such classes are left out of all three numbers and listed under
-``scores.classes_without_reference``; with none left the numbers are NaN.
+count): such classes are left out of all three numbers and listed under
+``scores.classes_without_reference``; with none left the numbers are NaN. It also refuses
+same-class reference events that touch or overlap: they are merged first.
 
 Score files are sed_scores_eval's TSV format: one ``<audio id>.tsv`` per file, columns
 ``onset offset <class> ...``, one row per model frame. The audio id is the file name
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from sedweak_runtime.inputs import AUDIO_EXTENSIONS
 
 from sedweak.errors import DataError
 from sedweak.labels import Event, LabelError
@@ -43,7 +45,6 @@ PSDS1 = {"dtc_threshold": 0.7, "gtc_threshold": 0.7, "cttc_threshold": None, "al
 PSDS2 = {"dtc_threshold": 0.1, "gtc_threshold": 0.1, "cttc_threshold": 0.3, "alpha_ct": 0.5,
          "alpha_st": 1.0, "max_efpr": 100.0}
 INTERSECTION_F1 = {"dtc_threshold": 0.7, "gtc_threshold": 0.7}
-_AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au")
 
 
 class ScoreFileError(DataError):
@@ -53,7 +54,7 @@ class ScoreFileError(DataError):
 def audio_id(filename: str) -> str:
     """``clip.wav`` -> ``clip``: the key sed_scores_eval uses for a file (other names unchanged)."""
     stem, ext = os.path.splitext(filename)
-    return stem if ext.lower() in _AUDIO_EXTENSIONS else filename
+    return stem if ext.lower() in AUDIO_EXTENSIONS else filename
 
 
 def score_frames(probabilities: Mapping[str, np.ndarray], classes: Sequence[str],

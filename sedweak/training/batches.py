@@ -143,8 +143,7 @@ def mixup(rng: np.random.Generator, x: np.ndarray, strong: np.ndarray, weak: np.
     """
     lam = float(np.clip(rng.beta(alpha, alpha), 1e-6, 1 - 1e-6))
     perm = rng.permutation(len(x))
-    ln10 = np.log(10.0) / 10.0
-    mixed = np.logaddexp(x * ln10 + np.log(lam), x[perm] * ln10 + np.log(1 - lam)) / ln10
+    mixed = mix_logmels(x + 10.0 * np.log10(lam), x[perm], 10.0 * np.log10(1.0 - lam))
     if labels == "soft":
         new_strong = lam * strong + (1 - lam) * strong[perm]
         new_weak = lam * weak + (1 - lam) * weak[perm]

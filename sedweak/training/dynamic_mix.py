@@ -37,7 +37,7 @@ import numpy as np
 from sedweak.config import AugmentConfig, FeatureConfig, SynthConfig
 from sedweak.features import logmel_librosa
 from sedweak.labels import Event, events_to_frames, weak_vector
-from sedweak.soundbank import BankClip
+from sedweak.soundbank import BankClip, stable_hash
 from sedweak.synth import (MIN_EVENT_SECONDS_IN_CLIP, PEAK_LIMIT, BankAudio, Foreground, label_offset,
                            trim_to_active, truncated_normal)
 from sedweak.losses import MASKED
@@ -106,8 +106,8 @@ def augment_event(waveform: np.ndarray, sample_rate_hz: int, augment: AugmentCon
     from audiomentations import BandPassFilter, Compose, PitchShift, SevenBandParametricEQ, TimeStretch
 
     chain = Compose([
-        PitchShift(min_semitones=-augment.event_pitch_semitones_max,
-                   max_semitones=augment.event_pitch_semitones_max, p=0.5 if augment.event_pitch_semitones_max else 0.0),
+        PitchShift(min_semitones=-augment.event_pitch_semitones_max, max_semitones=augment.event_pitch_semitones_max,
+                   p=0.5 if augment.event_pitch_semitones_max else 0.0),
         TimeStretch(min_rate=1 - augment.event_stretch_max, max_rate=1 + augment.event_stretch_max,
                     leave_length_unchanged=False, p=0.5 if augment.event_stretch_max else 0.0),
         SevenBandParametricEQ(min_gain_db=-6.0, max_gain_db=6.0, p=augment.event_eq_probability),
@@ -174,7 +174,7 @@ class DynamicMixer:
             if label not in self.classes:
                 continue
             sources = [s for i, clip in enumerate(sorted(pool[label], key=lambda c: c.relative_path))
-                       for s in event_sources(clip, audio, features, augment, seed, _index(label, i))]
+                       for s in event_sources(clip, audio, features, augment, seed, stable_hash(f"{label}/{i}"))]
             if sources:
                 self.events[label] = sources
         if not self.events:
@@ -240,9 +240,3 @@ class DynamicMixer:
                     gains.append((gain, source))
                     break
         return placed, gains
-
-
-def _index(label: str, i: int) -> int:
-    import zlib
-
-    return zlib.crc32(f"{label}/{i}".encode("utf-8"))

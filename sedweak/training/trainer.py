@@ -74,12 +74,12 @@ def _batches(config: Config, data: PreparedData, split: str, info: ModelInfo, tr
     if training and config.augment.dynamic_mixing:
         from sedweak.training.batches import DynamicBatches
 
-        return DynamicBatches(dynamic_mixer(config, data, info), cached.features, strong, weak,
+        return DynamicBatches(dynamic_mixer(config, info), cached.features, strong, weak,
                               config.train.batch_size, **options)
     return ClipBatches(cached.features, strong, weak, config.train.batch_size, **options)
 
 
-def dynamic_mixer(config: Config, data: PreparedData, info: ModelInfo):
+def dynamic_mixer(config: Config, info: ModelInfo):
     """The :class:`DynamicMixer` of a synth config: its bank's train split, its mixing settings."""
     from sedweak.soundbank import SoundBank
     from sedweak.synth import split_bank
