@@ -310,14 +310,20 @@ def split_bank(bank: SoundBank, classes: Sequence[str], seed: int, split_by: str
 # eval_seen (split_by: collection): recordings training never hears, of collections it hears;
 # eval_remix: eval's unseen collections mixed another way (``synth.remix``).
 EXTRA_EVAL_SPLITS = ("eval_seen", "eval_remix")
+# unlabelled: more mixes of the train split's bank files for the mean teacher, whose
+# labels training never reads (``synth.num_unlabelled_clips``).
+UNLABELLED = "unlabelled"
+_STREAMS = (*SPLITS, *EXTRA_EVAL_SPLITS, UNLABELLED)  # a split's RNG stream: its index here
 _SPLIT_ONLY_KEYS = {"num_train_clips": "train", "num_valid_clips": "valid", "num_eval_clips": "eval",
-                    "num_eval_seen_clips": "eval_seen", "remix": "eval_remix"}
+                    "num_eval_seen_clips": "eval_seen", "remix": "eval_remix",
+                    "num_unlabelled_clips": UNLABELLED}
 
 
 def split_counts(config: SynthConfig) -> dict[str, int]:
     """Clips per split to synthesize (a split with 0 extra clips is not made)."""
     counts = {"train": config.num_train_clips, "valid": config.num_valid_clips, "eval": config.num_eval_clips,
-              "eval_seen": config.num_eval_seen_clips, "eval_remix": config.remix.num_clips}
+              "eval_seen": config.num_eval_seen_clips, "eval_remix": config.remix.num_clips,
+              UNLABELLED: config.num_unlabelled_clips}
     return {s: n for s, n in counts.items() if s in SPLITS or n > 0}
 
 
@@ -364,7 +370,8 @@ def _is_complete(paths: dict[str, Path], stamp: dict, filenames: Sequence[str]) 
 def synthesize(bank: SoundBank, config: SynthConfig, out_dir: str | Path, clip_seconds: float = 10.0,
                sample_rate_hz: int = 16000, classes: Sequence[str] | None = None) -> dict:
     """Synthesize train / valid / eval soundscapes from ``bank`` into ``out_dir`` (and the
-    extra eval splits of :data:`EXTRA_EVAL_SPLITS` whose counts are > 0).
+    extra eval splits of :data:`EXTRA_EVAL_SPLITS` and the :data:`UNLABELLED` split whose
+    counts are > 0).
 
     Writes ``audio/<split>/<split>_NNNN.wav`` (16-bit, ``sample_rate_hz``, ``clip_seconds``
     long), ``metadata/<split>.tsv`` (DESED strong labels, seconds), ``<split>_weak.tsv``,
@@ -385,11 +392,12 @@ def synthesize(bank: SoundBank, config: SynthConfig, out_dir: str | Path, clip_s
         raise SoundBankError(f"{bank.root}: no recording of a seen collection is left for eval_seen "
                              "(each class needs >= 3 recordings outside its held-out collection)")
     parts["eval_remix"] = parts["eval"]
+    parts[UNLABELLED] = parts["train"]
     cache = BankAudio(sample_rate_hz)
     counts = split_counts(config)
     result: dict = {"classes": classes, "splits": {}}
     for split in counts:
-        index = (*SPLITS, *EXTRA_EVAL_SPLITS).index(split)   # the split's RNG stream
+        index = _STREAMS.index(split)   # the split's RNG stream
         mixing = remix_config(config) if split == "eval_remix" else config
         paths = _split_paths(out_dir, split)
         stamp = _stamp(bank, config, clip_seconds, sample_rate_hz, classes, split)

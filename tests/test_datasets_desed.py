@@ -14,6 +14,7 @@ from sedweak.config import ConfigError, DataConfig, load_config
 from sedweak.datasets.desed import DESED_CLASSES, read
 from sedweak.datasets.clipset import ClipSet
 from sedweak.labels import LabelError
+from sedweak.labels import LabelError
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "desed.yaml"
 SYNTH = {"0.wav": [(0.5, 1.5, "Dog"), (1.0, 2.5, "Speech")], "1.wav": [(0.25, 1.0, "Cat")],
@@ -127,7 +128,26 @@ def test_splits_are_disjoint_and_each_role_reads_only_its_part(desed_root):
     assert set().union(*ids) == set(SYNTH_IDS) | set(WEAK_IDS) | set(VALID_IDS) | set(EVAL_IDS)
 
 
-def test_options_select_parts_and_refuse_unlabelled(desed_root):
+def test_unlabelled_in_domain_clips_are_read_without_tags(desed_root, caplog):
+    """use_unlabelled: the "unlabelled" role lists unlabel_in_domain.tsv's clips (header
+    ``filename``), no tags and no events; a listed clip without audio is dropped with a warning."""
+    names = ["Y-unl1_0.000_10.000.wav", "Y-unl0_30.000_40.000.wav"]
+    for seed, name in enumerate(names):
+        write_clip(desed_root / "audio/train/unlabel_in_domain" / name, seed + 40)
+    (desed_root / "metadata/train/unlabel_in_domain.tsv").write_text(
+        "filename\n" + "".join(f"{n}\n" for n in names) + "Y-gone_0.000_10.000.wav\n")
+    sets = read(desed_root, data(use_unlabelled=True), ["train", "unlabelled"])
+    unlabelled = sets["unlabelled"]
+    assert unlabelled.filenames == ("Y-unl0_30.000_40.000.wav", "Y-unl1_0.000_10.000.wav")
+    assert unlabelled.weak == {n: [] for n in names} and unlabelled.strong == dict.fromkeys(names)
+    assert sets["train"].filenames == SYNTH_IDS + WEAK_IDS
+    assert "1 of 3" in caplog.text and "Y-gone" in caplog.text
+    (desed_root / "metadata/train/unlabel_in_domain.tsv").write_text("file\nY-unl0_30.000_40.000.wav\n")
+    with pytest.raises(LabelError, match="unlabel_in_domain.tsv.*'filename'"):
+        read(desed_root, data(use_unlabelled=True), ["unlabelled"])
+
+
+def test_options_select_parts_and_gate_the_unlabelled_role(desed_root):
     """use_synthetic / use_weak pick the training parts; tsv/audio options move a role."""
     weak_only = read(desed_root, data(use_synthetic=False), ["train"])["train"]
     assert weak_only.filenames == WEAK_IDS
@@ -139,8 +159,8 @@ def test_options_select_parts_and_refuse_unlabelled(desed_root):
                                   valid_audio="audio/train/synthetic21_train/soundscapes"), ["valid"])["valid"]
     assert moved.filenames == SYNTH_IDS and events(moved) == {f: TRAIN_STRONG[f] for f in SYNTH_IDS}
     assert moved.audio_paths == tuple(desed_root / "audio/train/synthetic21_train/soundscapes" / f for f in SYNTH_IDS)
-    with pytest.raises(ConfigError, match="semi-supervised"):
-        read(desed_root, data(use_unlabelled=True), ["train"])
+    with pytest.raises(ConfigError, match="use_unlabelled: true"):
+        read(desed_root, data(), ["unlabelled"])
     with pytest.raises(ConfigError, match="use_synthetic and use_weak are both false"):
         read(desed_root, data(use_synthetic=False, use_weak=False), ["train"])
     with pytest.raises(ConfigError, match="unknown key"):
@@ -188,6 +208,22 @@ def test_recipe_runs_end_to_end(desed_root, tmp_path):
     result = run_recipe(overrides, tmp_path / "run")
     assert set(result.metrics["per_class"]) == set(DESED_CLASSES)
     assert (tmp_path / "run" / "eval_events.tsv").is_file()
+
+
+def test_recipe_trains_a_mean_teacher_on_the_unlabelled_clips(desed_root, tmp_path):
+    for seed, name in enumerate(["Y-unl0_0.000_10.000.wav", "Y-unl1_0.000_10.000.wav"]):
+        write_clip(desed_root / "audio/train/unlabel_in_domain" / name, seed + 40)
+    (desed_root / "metadata/train/unlabel_in_domain.tsv").write_text(
+        "filename\nY-unl0_0.000_10.000.wav\nY-unl1_0.000_10.000.wav\n")
+    overrides = TINY_MODEL + ["train.fast_dev_run=true", f"data.root={desed_root}", "data.clip_seconds=2.0",
+                              "data.reader_options.use_unlabelled=true", "train.mean_teacher.enabled=true",
+                              "train.mean_teacher.unlabelled_per_batch=2"]
+    with pytest.raises(ConfigError, match="mean teacher only"):
+        load_config(RECIPE, overrides[:-2])
+    result = run_recipe(overrides, tmp_path / "run")
+    assert set(result.metrics["per_class"]) == set(DESED_CLASSES)
+    header = (tmp_path / "run" / "history.csv").read_text().splitlines()[0]
+    assert "consistency" in header.split(",")
 
 
 def run_recipe(overrides, workdir):

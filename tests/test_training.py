@@ -125,13 +125,17 @@ class Interrupted(Exception):
     """Stands in for kill -9 right after a checkpoint was written."""
 
 
-@pytest.mark.parametrize("inputs", [[], ["augment.dynamic_mixing=true", "augment.event_variants=2",
-                                           "augment.mixup_probability=0.5"]], ids=["fixed", "dynamic+mixup"])
+@pytest.mark.parametrize("inputs", [
+    [], ["augment.dynamic_mixing=true", "augment.event_variants=2", "augment.mixup_probability=0.5"],
+    ["train.mean_teacher.enabled=true", "data.synth.num_unlabelled_clips=6", "train.mean_teacher.unlabelled_per_batch=2",
+     "train.mean_teacher.rampup_epochs=1", "train.mean_teacher.ema_decay=0.9", "augment.mixup_probability=0.5"],
+], ids=["fixed", "dynamic+mixup", "mean_teacher+unlabelled"])
 def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, tiny_recipe, monkeypatch, inputs):
     """Interrupted after epoch 1 of 3 and resumed: every history value within 1e-6 of the
     uninterrupted run, and the same final weights (batch order, augmentation and dropout
     seeds all continue where they stopped). Training here uses dropout and augmentation, on
-    the fixed split and on fresh dynamic mixes with batch mixup."""
+    the fixed split, on fresh dynamic mixes with batch mixup, and as a mean teacher (student,
+    EMA teacher and its step counter) with unlabelled clips in every batch."""
     import numpy as np
 
     from sedweak.models.saving import load_model

@@ -116,6 +116,9 @@ class SynthConfig:
     background_gain_jitter_db: float = 0.0  # per clip, uniform +- around background_gain_db
     event_gain_jitter_db: float = 0.0  # per event, uniform +- on top of the SNR draw
     remix: RemixConfig = field(default_factory=RemixConfig)
+    # An "unlabelled" split for train.mean_teacher: mixes of the train split's bank files,
+    # held out of the labelled training set, whose labels training never reads. 0: none.
+    num_unlabelled_clips: int = 0
 
     def __post_init__(self) -> None:
         _check(self.mode in ("waa", "multi"), f"synth.mode must be 'waa' or 'multi', got {self.mode!r}")
@@ -124,6 +127,7 @@ class SynthConfig:
         _check(self.snr_min_db <= self.snr_max_db, "synth: need snr_min_db <= snr_max_db")
         _check(self.onset_min_seconds <= self.onset_max_seconds, "synth: onset bounds reversed")
         _check(self.num_eval_seen_clips >= 0, "synth.num_eval_seen_clips must be >= 0")
+        _check(self.num_unlabelled_clips >= 0, "synth.num_unlabelled_clips must be >= 0")
         _check(self.num_eval_seen_clips == 0 or self.split_by == "collection",
                "synth.num_eval_seen_clips needs split_by: collection (with split_by: recording "
                "the eval split already comes from the collections training hears)")
@@ -257,6 +261,32 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
+class MeanTeacherConfig:
+    """Mean teacher (Tarvainen & Valpola 2017), as in the DCASE task 4 baseline: an EMA copy
+    of the model (the teacher) whose frame and clip outputs the student must match (MSE,
+    the consistency loss) on every clip of a batch, labelled or not; the teacher becomes the
+    trained model. See ``sedweak.training.mean_teacher``."""
+
+    enabled: bool = False
+    ema_decay: float = 0.999  # DESED baseline; warm start min(decay, 1 - 1 / (step + 1))
+    consistency_weight: float = 2.0  # DESED baseline's const_max, on strong + weak MSE
+    # The weight ramps up as exp(-5 (1 - t)^2), t = step / (rampup_epochs * steps per epoch).
+    rampup_epochs: float = 10.0
+    # Clips of the "unlabelled" split (synth.num_unlabelled_clips, DESED use_unlabelled)
+    # appended to each training batch, with masked targets; unused without such a split.
+    unlabelled_per_batch: int = 8
+    keep: str = "teacher"  # which network becomes model.keras: "teacher" or "student"
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.ema_decay < 1.0, "train.mean_teacher.ema_decay must be in [0, 1)")
+        _check(self.consistency_weight >= 0, "train.mean_teacher.consistency_weight must be >= 0")
+        _check(self.rampup_epochs >= 0, "train.mean_teacher.rampup_epochs must be >= 0")
+        _check(self.unlabelled_per_batch >= 0, "train.mean_teacher.unlabelled_per_batch must be >= 0")
+        _check(self.keep in ("teacher", "student"),
+               f"train.mean_teacher.keep must be 'teacher' or 'student', got {self.keep!r}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 16
     epochs: int = 30
@@ -286,6 +316,7 @@ class TrainConfig:
     devices: tuple[str, ...] = ()  # e.g. ["/gpu:0", "/gpu:1"]; empty: every visible GPU
     # mixed_float16 on a GPU, mixed_bfloat16 on CPU; input norm and outputs stay float32.
     mixed_precision: bool = False
+    mean_teacher: MeanTeacherConfig = field(default_factory=MeanTeacherConfig)
 
     def __post_init__(self) -> None:
         _check(self.batch_size > 0 and self.epochs > 0, "train.batch_size and train.epochs must be > 0")
@@ -297,6 +328,9 @@ class TrainConfig:
         _check(self.learning_rate_schedule in ("cosine", "constant"),
                "train.learning_rate_schedule must be 'cosine' or 'constant'")
         _check(self.strategy in STRATEGIES, f"train.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        _check(not self.mean_teacher.enabled or self.strategy == "default",
+               f"train.mean_teacher trains on one device (strategy: default), not {self.strategy!r}: "
+               "the teacher's EMA update is not replicated")
 
 
 @dataclass(frozen=True)
@@ -406,6 +440,11 @@ class Config:
         _check(not self.augment.dynamic_mixing or self.data.dataset == "synth",
                f"augment.dynamic_mixing mixes soundscapes from a sound bank: it needs data.dataset: synth, "
                f"not {self.data.dataset!r} (a fixed dataset keeps its cached features)")
+        unlabelled = (self.data.dataset == "synth" and self.data.synth.num_unlabelled_clips > 0) or \
+            (self.data.dataset == "desed" and bool(dict(self.data.reader_options).get("use_unlabelled")))
+        _check(not unlabelled or self.train.mean_teacher.enabled,
+               "unlabelled clips (data.synth.num_unlabelled_clips, DESED use_unlabelled) are trained on by "
+               "the mean teacher only: set train.mean_teacher.enabled: true, or drop them")
 
 
 def _check(condition: bool, message: str) -> None:

@@ -12,7 +12,8 @@ Roles: train = synthetic soundscapes (strong) + weak clips (``strong`` None);
 valid = validation; eval = public eval. Every path is a reader option (relative to the
 root, or absolute), e.g. ``valid_tsv`` can point at a synthetic validation set.
 Clips listed in a TSV whose audio is missing are excluded with one warning.
-Unlabelled clips need semi-supervised training, which sedweak does not have yet.
+With ``use_unlabelled`` the role ``unlabelled`` reads the unlabelled in-domain clips (TSV:
+``filename`` only) for the mean teacher (``train.mean_teacher``); their tags are never read.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from sedweak.datasets.clipset import (
     resolve,
 )
 from sedweak.datasets.registry import reader_options
-from sedweak.labels import LabelError, read_strong_tsv, read_weak_tsv
+from sedweak.labels import LabelError, read_strong_tsv, read_tsv_rows, read_weak_tsv
 
 DESED_CLASSES = ("Alarm_bell_ringing", "Blender", "Cat", "Dishes", "Dog", "Electric_shaver_toothbrush",
                  "Frying", "Running_water", "Speech", "Vacuum_cleaner")
@@ -52,12 +53,9 @@ class DesedOptions:
     eval_tsv: str = "metadata/eval/public.tsv"
     use_synthetic: bool = True  # train on the strongly labelled synthetic soundscapes
     use_weak: bool = True  # train on the weakly labelled real clips
-    use_unlabelled: bool = False  # true is refused: no semi-supervised training yet
+    use_unlabelled: bool = False  # the "unlabelled" role, for train.mean_teacher
 
     def __post_init__(self) -> None:
-        if self.use_unlabelled:
-            raise ConfigError("data.reader_options.use_unlabelled: unlabelled DESED clips need semi-supervised "
-                              "training (e.g. mean teacher), which sedweak does not support yet; set it to false")
         if not (self.use_synthetic or self.use_weak):
             raise ConfigError("data.reader_options: use_synthetic and use_weak are both false: no training clips")
 
@@ -76,6 +74,16 @@ def weak_part(name: str, root: Path, audio: str, tsv: str, classes: Sequence[str
     return make_clipset(name, {f: (audio_dir / f, labels, None) for f, labels in tags.items()})
 
 
+def unlabelled_part(name: str, root: Path, audio: str, tsv: str) -> ClipSet:
+    """Clips of a ``filename``-only TSV (DESED's unlabel_in_domain.tsv): no tags, no events."""
+    path = resolve(root, tsv)
+    rows = [r for r in read_tsv_rows(path) if any(cell.strip() for cell in r)]
+    if not rows or rows[0][0].strip() != "filename":
+        raise LabelError(f"{path}: expected a header line starting with 'filename'")
+    audio_dir = resolve(root, audio)
+    return make_clipset(name, {r[0].strip(): (audio_dir / r[0].strip(), [], None) for r in rows[1:]})
+
+
 def union(name: str, parts: Sequence[ClipSet]) -> ClipSet:
     """One ClipSet from disjoint parts; a clip name in two parts is an error."""
     clips: dict = {}
@@ -90,12 +98,16 @@ def union(name: str, parts: Sequence[ClipSet]) -> ClipSet:
 def read(root: Path, data, splits: Sequence[str]) -> dict[str, ClipSet]:
     """Registry entry for ``dataset: desed``. Labels are checked against ``data.classes``
     (default: the 10 DESED classes)."""
-    check_roles(splits)
+    check_roles([s for s in splits if s != "unlabelled"])
     options = reader_options(DesedOptions, data)
     classes = list(data.classes) or list(DESED_CLASSES)
     out = {}
     for role in splits:
-        if role == "train":
+        if role == "unlabelled":
+            if not options.use_unlabelled:
+                raise ConfigError("DESED: the unlabelled role needs data.reader_options.use_unlabelled: true")
+            clipset = unlabelled_part(role, root, options.unlabelled_audio, options.unlabelled_tsv)
+        elif role == "train":
             parts = []
             if options.use_synthetic:
                 parts.append(strong_part(role, root, options.synthetic_audio, options.synthetic_tsv, classes))

@@ -41,13 +41,17 @@ def fast_dev_synth(synth):
     """A few clips per split (``FAST_DEV_CLIPS``), the extra eval splits too."""
     small = {k: min(v, getattr(synth, k)) for k, v in FAST_DEV_CLIPS.items()}
     small["num_eval_seen_clips"] = min(synth.num_eval_seen_clips, FAST_DEV_CLIPS["num_eval_clips"])
+    small["num_unlabelled_clips"] = min(synth.num_unlabelled_clips, FAST_DEV_CLIPS["num_train_clips"])
     small["remix"] = dataclasses.replace(synth.remix, num_clips=min(synth.remix.num_clips,
                                                                     FAST_DEV_CLIPS["num_eval_clips"]))
     return dataclasses.replace(synth, **small)
 
 
 def dataset_splits(config: Config) -> tuple[str, ...]:
-    """train / valid / eval, and for a synthetic set the extra eval splits it asks for."""
+    """train / valid / eval, and the extra splits a config asks for: a synthetic set's extra
+    eval splits and unlabelled mixes, DESED's unlabelled in-domain clips."""
+    if config.data.dataset == "desed" and dict(config.data.reader_options).get("use_unlabelled"):
+        return (*SPLITS, "unlabelled")
     if config.data.dataset != "synth":
         return SPLITS
     from sedweak.synth import split_counts

@@ -85,6 +85,7 @@ def load_model(path: str | Path, compile: bool = False):
     import sedweak.losses  # noqa: F401  (registers custom objects)
     import sedweak.models.frontend  # noqa: F401
     import sedweak.models.layers  # noqa: F401
+    from sedweak.training.mean_teacher import MeanTeacher  # a mean-teacher run's checkpoints
 
     path = Path(path)
     if not path.is_file():
@@ -97,7 +98,8 @@ def load_model(path: str | Path, compile: bool = False):
         model = keras.saving.load_model(path, compile=compile)
     except Exception as err:
         raise ModelFileError(f"{path}: cannot load Keras model ({err})") from None
-    outputs = model.output if isinstance(model.output, dict) else {}
+    network = model.student if isinstance(model, MeanTeacher) else model
+    outputs = network.output if isinstance(network.output, dict) else {}
     if "strong" in outputs and outputs["strong"].shape[-1] != len(info.classes):
         raise ModelFileError(f"{sidecar_path(path)}: lists {len(info.classes)} classes, the model in {path.name} "
                              f"has {outputs['strong'].shape[-1]} outputs: the sidecar belongs to another model")

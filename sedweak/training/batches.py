@@ -39,12 +39,16 @@ class ClipBatches(keras.utils.PyDataset):
             per clip, ``{"strong": (batch,), "weak": (batch,)}`` (see ``sampling``).
         augment: None for validation / evaluation.
         max_batches: cap per epoch (``--fast-dev-run``).
+        unlabelled: (clips, frames, n_mels) log-mels without labels (the mean teacher's):
+            ``unlabelled_per_batch`` of them, drawn by (seed, epoch, batch), are appended to
+            every batch with MASKED strong and weak targets, and augmented like the rest.
     """
 
     def __init__(self, features, strong: np.ndarray, weak: np.ndarray, batch_size: int,
                  time_pooling: int = 1, shuffle: bool = False, augment: AugmentConfig | None = None,
                  seed: int = 0, max_batches: int | None = None, sampling: str = "shuffle",
-                 class_weights: np.ndarray | None = None, workers: int = 1):
+                 class_weights: np.ndarray | None = None, workers: int = 1, unlabelled=None,
+                 unlabelled_per_batch: int = 0):
         super().__init__(workers=workers, use_multiprocessing=False)
         if not (len(features) == len(strong) == len(weak)):
             raise ValueError("features, strong and weak need the same number of clips")
@@ -54,6 +58,10 @@ class ClipBatches(keras.utils.PyDataset):
         self.batch_size, self.time_pooling = batch_size, time_pooling
         self.shuffle, self.augment, self.seed, self.sampling = shuffle, augment, seed, sampling
         self.max_batches = max_batches
+        if unlabelled_per_batch and (unlabelled is None or len(unlabelled) == 0):
+            raise ValueError("unlabelled_per_batch > 0 needs unlabelled clips")
+        self.unlabelled, self.unlabelled_per_batch = unlabelled, int(unlabelled_per_batch if unlabelled is not None
+                                                                      else 0)
         self.class_weights = None if class_weights is None else np.asarray(class_weights, np.float32)
         if self.class_weights is not None:
             self._weight_norm = float(positive_mean_weights(weak, self.class_weights).mean() or 1.0)
@@ -89,6 +97,8 @@ class ClipBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         x, strong, weak = self._rows(index)
+        if self.unlabelled_per_batch:
+            x, strong, weak = self._with_unlabelled(index, x, strong, weak)
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             for j in range(len(x)):
@@ -102,13 +112,24 @@ class ClipBatches(keras.utils.PyDataset):
         w = positive_mean_weights(weak, self.class_weights) / self._weight_norm
         return x, y, {"strong": w, "weak": w}
 
+    def _with_unlabelled(self, index: int, x, strong, weak):
+        """The batch with ``unlabelled_per_batch`` unlabelled clips appended (targets MASKED)."""
+        rng = np.random.default_rng([self.seed, self.epoch, index, 0x756E6C])   # "unl": its own stream
+        rows = np.sort(rng.choice(len(self.unlabelled), min(self.unlabelled_per_batch, len(self.unlabelled)),
+                                  replace=False))
+        extra = np.asarray(self.unlabelled[rows], np.float32)
+        masked_strong = np.full((len(rows), *strong.shape[1:]), MASKED, np.float32)
+        masked_weak = np.full((len(rows), *weak.shape[1:]), MASKED, np.float32)
+        return (np.concatenate([x, extra]), np.concatenate([strong, masked_strong]),
+                np.concatenate([weak, masked_weak]))
+
     def _augment_one(self, rng, x, strong, weak):
         aug = self.augment
         if aug.mix_probability > 0 and rng.random() < aug.mix_probability:
             other = rng.integers(len(self.features))
             x = mix_logmels(x, self.features[other], rng.uniform(-6.0, 0.0))
             strong = unite_targets(strong, self.strong[other])
-            weak = np.maximum(weak, self.weak[other])
+            weak = unite_targets(weak, self.weak[other])  # an unlabelled clip's mix stays unlabelled
         if aug.time_shift:
             # Roll only the frames behind model frames, so features and targets stay aligned.
             shift_model = int(rng.integers(strong.shape[0]))
@@ -138,8 +159,8 @@ def mixup(rng: np.random.Generator, x: np.ndarray, strong: np.ndarray, weak: np.
     """Batch mixup (DESED baseline): clip i with clip perm[i], one lambda ~ Beta(alpha, alpha).
 
     Features are log-mels in dB, mixed as mel power: ``10 log10(lambda P_i + (1 - lambda) P_j)``.
-    Labels: ``"soft"`` lambda-weighted, ``"hard"`` their union; a masked strong target (< 0)
-    stays masked. Shapes as given: x (batch, frames, mels), strong (batch, T, C), weak (batch, C).
+    Labels: ``"soft"`` lambda-weighted, ``"hard"`` their union; a masked target (< 0, strong
+    or weak) stays masked. Shapes as given: x (batch, frames, mels), strong (batch, T, C), weak (batch, C).
     """
     lam = float(np.clip(rng.beta(alpha, alpha), 1e-6, 1 - 1e-6))
     perm = rng.permutation(len(x))
@@ -149,8 +170,8 @@ def mixup(rng: np.random.Generator, x: np.ndarray, strong: np.ndarray, weak: np.
         new_weak = lam * weak + (1 - lam) * weak[perm]
     else:
         new_strong, new_weak = np.maximum(strong, strong[perm]), np.maximum(weak, weak[perm])
-    masked = (strong < 0) | (strong[perm] < 0)
-    new_strong = np.where(masked, MASKED, new_strong)
+    new_strong = np.where((strong < 0) | (strong[perm] < 0), MASKED, new_strong)
+    new_weak = np.where((weak < 0) | (weak[perm] < 0), MASKED, new_weak)
     return mixed.astype(np.float32), new_strong.astype(np.float32), new_weak.astype(np.float32)
 
 

@@ -71,6 +71,12 @@ def _batches(config: Config, data: PreparedData, split: str, info: ModelInfo, tr
     options = dict(time_pooling=info.time_pooling, shuffle=training, augment=config.augment if training else None,
                    seed=config.train.seed, max_batches=2 if config.train.fast_dev_run else None,
                    sampling=config.train.sampling if training else "shuffle", class_weights=class_weights)
+    teacher = config.train.mean_teacher
+    if training and teacher.enabled and "unlabelled" in data.features and teacher.unlabelled_per_batch:
+        unlabelled = data.features["unlabelled"].features
+        if len(unlabelled) == 0:
+            raise DataError(f"{data.root}: the unlabelled split has no usable clips")
+        options.update(unlabelled=unlabelled, unlabelled_per_batch=teacher.unlabelled_per_batch)
     if training and config.augment.dynamic_mixing:
         from sedweak.training.batches import DynamicBatches
 
@@ -115,6 +121,9 @@ def compile_model(model, config: Config, steps_per_epoch: int = 1) -> None:
 def model_for_run(config: Config, info: ModelInfo, checkpoints: Path, resume: bool, steps_per_epoch: int):
     """A fresh compiled model, or the last checkpoint's when resuming. Returns (model, state).
 
+    With ``train.mean_teacher`` the model is a :class:`~sedweak.training.mean_teacher.MeanTeacher`
+    (student + EMA teacher); :func:`fit` returns the plain CRNN it keeps.
+
     Under ``train.mixed_precision`` the layers are built (or loaded) with the mixed policy,
     except :data:`sedweak.training.distribute.FLOAT32_LAYERS`.
     """
@@ -134,8 +143,12 @@ def model_for_run(config: Config, info: ModelInfo, checkpoints: Path, resume: bo
         return model, state
     with dtype_policy(config.train.mixed_precision) as policy:
         model = build_crnn(config.model, len(info.classes), config.features.n_mels, info.clip_frames)
-    if policy != "float32":
-        log.info("dtype policy %s; float32 layers: %s", policy, keep_float32(model))
+        if policy != "float32":
+            log.info("dtype policy %s; float32 layers: %s", policy, keep_float32(model))
+        if config.train.mean_teacher.enabled:  # the teacher copies the student's layer dtypes
+            from sedweak.training.mean_teacher import wrap
+
+            model = wrap(model, config.train.mean_teacher, steps_per_epoch)
     compile_model(model, config, steps_per_epoch)
     return model, None
 
@@ -196,8 +209,10 @@ def fit(config: Config, workdir: Path, data: PreparedData, resume: bool = False,
                       epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
                       shuffle=False)  # ClipBatches orders the clips by (seed, epoch); Keras would
             # shuffle the batch order with the global NumPy RNG, which a resume cannot restore
+    from sedweak.training.mean_teacher import unwrap
+
     best, _ = load_model(checkpoints / "best.keras")
-    return best, info, read_state(checkpoints)["epoch"]
+    return unwrap(best, config.train.mean_teacher.keep), info, read_state(checkpoints)["epoch"]
 
 
 def run(config: Config, workdir: str | Path, resume: bool = False, verbose: int = 1,
