@@ -255,3 +255,28 @@ def test_eval_seen_needs_split_by_collection():
 
     with pytest.raises(ConfigError, match="num_eval_seen_clips needs split_by: collection"):
         dataclasses.replace(MULTI, num_eval_seen_clips=4)
+
+
+def test_unlabelled_split_mixes_the_train_recordings_only(tmp_path):
+    """synth.num_unlabelled_clips: more mixes of the train split's bank files (never valid's or
+    eval's), its own RNG stream and stamp: adding it re-renders nothing else, and the labelled
+    splits stay byte-identical."""
+    import warnings
+
+    collection = _two_collection_bank(tmp_path / "bank")
+    bank = SoundBank.open(tmp_path / "bank")
+    config = dataclasses.replace(MULTI, split_by="collection")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")        # A's two recordings per class are split by file
+        first = synthesize(bank, config, tmp_path / "out", clip_seconds=CLIP_SECONDS, sample_rate_hz=RATE)
+        before = {p: p.read_bytes() for p in sorted((tmp_path / "out").rglob("*")) if p.is_file()}
+        result = synthesize(bank, dataclasses.replace(config, num_unlabelled_clips=6), tmp_path / "out",
+                            clip_seconds=CLIP_SECONDS, sample_rate_hz=RATE)
+    assert list(first["splits"]) == ["train", "valid", "eval"]
+    assert [s for s, r in result["splits"].items() if r["rendered"]] == ["unlabelled"]
+    assert all(p.read_bytes() == data for p, data in before.items())
+    rows = {s: _sources(result["splits"][s]["sources_csv"]) for s in ("train", "unlabelled", "valid", "eval")}
+    files = {s: {r["bank_path"] for r in rs if r["role"] == "foreground"} for s, rs in rows.items()}
+    assert len(list((tmp_path / "out" / "audio" / "unlabelled").glob("*.wav"))) == 6
+    assert files["unlabelled"] and not files["unlabelled"] & (files["valid"] | files["eval"])
+    assert {collection[f] for f in files["unlabelled"]} == {"A"}
