@@ -39,10 +39,18 @@ class MaskedBinaryCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
-def strong_weak_losses(strong_weight: float, weak_weight: float) -> tuple[dict, dict]:
-    """``(loss, loss_weights)`` dicts for ``model.compile`` on the CRNN's outputs."""
+def strong_weak_losses(strong_weight: float, weak_weight: float, embedding_weight: float = 0.0,
+                       embedding_margin: float = 0.5, embedding_mining: str = "semihard") -> tuple[dict, dict]:
+    """``(loss, loss_weights)`` dicts for ``model.compile`` on the CRNN's outputs; the
+    embedding gets a :class:`~sedweak.embeddings.losses.TripletLoss` on the weak tags when
+    ``embedding_weight`` > 0 (its target is then the weak target), else no loss."""
+    embedding = None
+    if embedding_weight > 0:
+        from sedweak.embeddings.losses import TripletLoss
+
+        embedding = TripletLoss(embedding_margin, embedding_mining, name="embedding_triplet")
     losses = {"strong": MaskedBinaryCrossentropy(name="strong_bce"),
               "weak": MaskedBinaryCrossentropy(name="weak_bce"),
-              "embedding": None}
-    weights = {"strong": float(strong_weight), "weak": float(weak_weight), "embedding": 0.0}
+              "embedding": embedding}
+    weights = {"strong": float(strong_weight), "weak": float(weak_weight), "embedding": float(embedding_weight)}
     return losses, weights

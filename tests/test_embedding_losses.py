@@ -64,3 +64,23 @@ def test_bad_settings_and_config_round_trip():
         PrototypicalLoss(1, 1)
     loss = TripletLoss.from_config(TripletLoss(margin=0.3, mining="hard").get_config())
     assert (loss.margin, loss.mining) == (0.3, "hard")
+
+
+@pytest.mark.parametrize("mining", ["random", "semihard", "hard"])
+def test_multi_label_tags_pair_clips_by_a_shared_tag(mining):
+    """Tags (batch, classes): a [1,0,0] and p [1,1,0] share a tag (a positive pair), n [0,0,1]
+    shares none with either (a negative), u is unlabelled (MASKED) and is neither.
+    u sits on a: were it a negative, (a, p) would cost [0 - 0 + 0.5]_+ = 0.5."""
+    tags = [[1, 0, 0], [1, 1, 0], [0, 0, 1], [-1, -1, -1]]
+    apart = [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]
+    assert _loss(TripletLoss(margin=0.5, mining=mining), tags, apart) == 0.0
+    # a and p apart, n on a: (a, p): d_ap 2, d_an 0 -> 2.5; (p, a): d_ap 2, d_pn 2 -> 0.5; mean 1.5
+    # for every miner (one negative per anchor, never strictly beyond the positive: semi-hard
+    # falls back to the farthest, the same one)
+    crossed = [[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]
+    assert _loss(TripletLoss(margin=0.5, mining=mining), tags, crossed) == pytest.approx(1.5)
+
+
+def test_a_single_column_is_read_as_class_ids():
+    # (batch, 1) ids 0, 0, 1 as in the margin test above: met at 0.5
+    assert _loss(TripletLoss(margin=0.5), [[0], [0], [1]], [[0.0], [1.0], [3.0]]) == 0.0

@@ -263,3 +263,40 @@ def test_training_steps_reduce_loss_on_fixed_batch():
             last = model.train_on_batch(x, y, return_dict=True)["loss"]
     assert np.isfinite(last)
     assert last < 0.8 * first, (first, last)
+
+
+@pytest.mark.parametrize("mining, class_weighting", [("random", "none"), ("semihard", "inverse_frequency"),
+                                                     ("hard", "none")])
+def test_the_embedding_head_trains_jointly_when_weighted(mining, class_weighting):
+    """loss.embedding_weight > 0: the batches carry the weak tags as the embedding target,
+    the triplet loss is logged and the embedding head's weights move (at weight 0 they do not:
+    nothing else reaches them)."""
+    import keras
+
+    from sedweak.config import load_config
+    from sedweak.training.batches import ClipBatches
+    from sedweak.training.sampling import class_weights
+    from sedweak.training.trainer import compile_model
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(-40, 10, (8, 16, 64)).astype("float32")
+    weak = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 1]] * 2, np.float32)
+    strong = np.repeat(weak[:, None, :], 4, axis=1)
+    moved = {}
+    for weight in (0.0, 1.0):
+        config = load_config(None, ["model.conv_filters=[4, 4]", "model.conv_pool_freq=[4, 4]",
+                                    "model.conv_pool_time=[2, 2]", "model.rnn_units=[4]", "model.embedding_dim=8",
+                                    f"loss.embedding_weight={weight}", f"loss.embedding_mining={mining}"])
+        keras.utils.set_random_seed(0)
+        model = build_crnn(config.model, 3, 64, 16)
+        compile_model(model, config, 2)
+        weights = class_weights(weak, class_weighting) if class_weighting != "none" else None
+        batches = ClipBatches(features, strong, weak, 4, time_pooling=4, class_weights=weights,
+                              embedding_targets=weight > 0)
+        before = np.array(model.get_layer("embedding_dense").kernel)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # weight 0: "Gradients do not exist" for the head
+            history = model.fit(batches, epochs=1, verbose=0).history
+        moved[weight] = float(np.abs(np.array(model.get_layer("embedding_dense").kernel) - before).max())
+        assert ("embedding_loss" in history) == (weight > 0)
+    assert moved[0.0] == 0.0 and moved[1.0] > 0.0

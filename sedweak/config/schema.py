@@ -20,6 +20,8 @@ CLASS_WEIGHTINGS = ("none", "inverse_frequency", "sqrt_inverse")
 EXPORT_MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 EXPORT_GRAPHS = ("auto", "whole_clip", "staged", "streaming")
 SPLIT_BY = ("recording", "collection")
+EMBEDDING_METHODS = ("triplet",)
+TRIPLET_MININGS = ("random", "semihard", "hard")
 
 
 class ConfigError(UserError, ValueError):
@@ -253,9 +255,23 @@ class LossConfig:
     # For clips with weak labels only: "repeat" the clip label on every frame
     # (the paper) or "mask" the strong loss for those clips (DESED practice).
     weak_clip_strong_target: str = "repeat"
+    # The CRNN's L2-normalised embedding output, trained jointly: weight 0 leaves it untrained.
+    # "triplet": batch-mined triplets on the clips' weak tags (a shared tag = positive, none =
+    # negative; sedweak.embeddings.losses.TripletLoss), squared distances, this margin.
+    embedding_weight: float = 0.0
+    embedding_method: str = "triplet"
+    embedding_margin: float = 0.5
+    embedding_mining: str = "semihard"  # random | semihard | hard
 
     def __post_init__(self) -> None:
-        _check(self.strong_weight >= 0 and self.weak_weight >= 0, "loss weights must be >= 0")
+        _check(self.strong_weight >= 0 and self.weak_weight >= 0 and self.embedding_weight >= 0,
+               "loss weights must be >= 0")
+        _check(self.embedding_method in EMBEDDING_METHODS,
+               f"loss.embedding_method must be one of {EMBEDDING_METHODS}, got {self.embedding_method!r} "
+               "(prototypical episodes need one class per clip: the embedding models of sedweak.embeddings)")
+        _check(self.embedding_mining in TRIPLET_MININGS,
+               f"loss.embedding_mining must be one of {TRIPLET_MININGS}, got {self.embedding_mining!r}")
+        _check(self.embedding_margin >= 0, "loss.embedding_margin must be >= 0")
         _check(self.weak_clip_strong_target in ("repeat", "mask"),
                "loss.weak_clip_strong_target must be 'repeat' or 'mask'")
 

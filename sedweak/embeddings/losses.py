@@ -4,6 +4,11 @@ Both take ``y_true`` = integer class ids ``(batch,)`` (one class per example, th
 setting of Turpault et al.) and ``y_pred`` = L2-normalised embeddings ``(batch, dim)``;
 distances are squared Euclidean, as in their equations (2)-(4).
 
+:class:`TripletLoss` also takes multi-label clip tags, ``y_true`` = ``(batch, classes)``
+in {0, 1} (a soundscape's weak labels, the CRNN's joint training): two clips are a positive
+pair when they share a tag and negatives when they share none; a row with a MASKED (< 0)
+entry (an unlabelled clip) is neither. ``(batch, 1)`` is read as class ids.
+
 * :class:`TripletLoss` mines the triplets inside the batch: every (anchor, positive) pair
   of one class, with its negative chosen by ``mining``:
 
@@ -27,7 +32,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-MININGS = ("random", "semihard", "hard")
+from sedweak.config.schema import TRIPLET_MININGS as MININGS
 
 
 def pairwise_squared_distances(embeddings):
@@ -35,6 +40,21 @@ def pairwise_squared_distances(embeddings):
     squared = ops.sum(ops.square(embeddings), axis=1)
     gram = ops.matmul(embeddings, ops.transpose(embeddings))
     return ops.maximum(ops.expand_dims(squared, 1) - 2.0 * gram + ops.expand_dims(squared, 0), 0.0)
+
+
+def pair_relations(y_true):
+    """(same, different): (batch, batch) booleans from class ids ``(batch,)`` / ``(batch, 1)``
+    (same id / another id) or multi-label tags ``(batch, classes)`` (a shared tag / both
+    labelled and none shared; rows with a MASKED entry are in neither)."""
+    if len(y_true.shape) == 2 and y_true.shape[-1] is not None and y_true.shape[-1] > 1:
+        tags = ops.cast(ops.greater(y_true, 0.5), "float32")                   # (B, C)
+        known = ops.all(ops.greater_equal(y_true, 0.0), axis=1)                # (B,)
+        both = ops.logical_and(ops.expand_dims(known, 1), ops.expand_dims(known, 0))
+        shared = ops.greater(ops.matmul(tags, ops.transpose(tags)), 0.0)
+        return ops.logical_and(shared, both), ops.logical_and(ops.logical_not(shared), both)
+    labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+    same = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(labels, 0))
+    return same, ops.logical_not(same)
 
 
 @keras.saving.register_keras_serializable(package="sedweak")
@@ -50,12 +70,11 @@ class TripletLoss(keras.losses.Loss):
         self.margin, self.mining = float(margin), mining
 
     def call(self, y_true, y_pred):
-        labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
         d = pairwise_squared_distances(ops.cast(y_pred, "float32"))
-        same = ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(labels, 0))
-        eye = ops.cast(ops.eye(ops.shape(labels)[0]), "bool")
+        same, different = pair_relations(y_true)
+        eye = ops.cast(ops.eye(ops.shape(d)[0]), "bool")
         positive = ops.logical_and(same, ops.logical_not(eye))                 # (a, p)
-        negative = ops.cast(ops.logical_not(same), "float32")                  # (a, n)
+        negative = ops.cast(different, "float32")                              # (a, n)
         has_negative = ops.sum(negative, axis=1, keepdims=True) > 0            # (a, 1)
         d_ap = ops.expand_dims(d, 2)                                           # (a, p, 1)
         d_an = ops.expand_dims(d, 1)                                           # (a, 1, n)

@@ -42,13 +42,15 @@ class ClipBatches(keras.utils.PyDataset):
         unlabelled: (clips, frames, n_mels) log-mels without labels (the mean teacher's):
             ``unlabelled_per_batch`` of them, drawn by (seed, epoch, batch), are appended to
             every batch with MASKED strong and weak targets, and augmented like the rest.
+        embedding_targets: add ``"embedding"``: the weak targets again (the triplet loss of
+            ``loss.embedding_weight`` pairs clips by their tags).
     """
 
     def __init__(self, features, strong: np.ndarray, weak: np.ndarray, batch_size: int,
                  time_pooling: int = 1, shuffle: bool = False, augment: AugmentConfig | None = None,
                  seed: int = 0, max_batches: int | None = None, sampling: str = "shuffle",
                  class_weights: np.ndarray | None = None, workers: int = 1, unlabelled=None,
-                 unlabelled_per_batch: int = 0):
+                 unlabelled_per_batch: int = 0, embedding_targets: bool = False):
         super().__init__(workers=workers, use_multiprocessing=False)
         if not (len(features) == len(strong) == len(weak)):
             raise ValueError("features, strong and weak need the same number of clips")
@@ -57,7 +59,7 @@ class ClipBatches(keras.utils.PyDataset):
         self.features, self.strong, self.weak = features, strong, weak
         self.batch_size, self.time_pooling = batch_size, time_pooling
         self.shuffle, self.augment, self.seed, self.sampling = shuffle, augment, seed, sampling
-        self.max_batches = max_batches
+        self.max_batches, self.embedding_targets = max_batches, embedding_targets
         if unlabelled_per_batch and (unlabelled is None or len(unlabelled) == 0):
             raise ValueError("unlabelled_per_batch > 0 needs unlabelled clips")
         self.unlabelled, self.unlabelled_per_batch = unlabelled, int(unlabelled_per_batch if unlabelled is not None
@@ -106,11 +108,17 @@ class ClipBatches(keras.utils.PyDataset):
             if self.augment.mixup_probability > 0 and rng.random() < self.augment.mixup_probability:
                 x, strong, weak = mixup(rng, x, strong, weak, self.augment.mixup_alpha, self.augment.mixup_labels)
         y = {"strong": strong, "weak": weak}
+        if self.embedding_targets:
+            y["embedding"] = weak
         if self.class_weights is None:
             return x, y
-        # Weights from the (possibly mixed) clip labels, on the scale of the whole split.
+        # Weights from the (possibly mixed) clip labels, on the scale of the whole split; the
+        # triplet loss is one value per batch, unweighted.
         w = positive_mean_weights(weak, self.class_weights) / self._weight_norm
-        return x, y, {"strong": w, "weak": w}
+        weights = {"strong": w, "weak": w}
+        if self.embedding_targets:
+            weights["embedding"] = np.ones_like(w)
+        return x, y, weights
 
     def _with_unlabelled(self, index: int, x, strong, weak):
         """The batch with ``unlabelled_per_batch`` unlabelled clips appended (targets MASKED)."""

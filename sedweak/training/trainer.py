@@ -70,7 +70,8 @@ def _batches(config: Config, data: PreparedData, split: str, info: ModelInfo, tr
     # cached.features is an array, or an h5-backed array-like streamed batch by batch (cache.in_memory_max_mb).
     options = dict(time_pooling=info.time_pooling, shuffle=training, augment=config.augment if training else None,
                    seed=config.train.seed, max_batches=2 if config.train.fast_dev_run else None,
-                   sampling=config.train.sampling if training else "shuffle", class_weights=class_weights)
+                   sampling=config.train.sampling if training else "shuffle", class_weights=class_weights,
+                   embedding_targets=config.loss.embedding_weight > 0)
     teacher = config.train.mean_teacher
     if training and teacher.enabled and "unlabelled" in data.features and teacher.unlabelled_per_batch:
         unlabelled = data.features["unlabelled"].features
@@ -113,7 +114,9 @@ def compile_model(model, config: Config, steps_per_epoch: int = 1) -> None:
 
     from sedweak.losses import strong_weak_losses
 
-    losses, weights = strong_weak_losses(config.loss.strong_weight, config.loss.weak_weight)
+    loss = config.loss
+    losses, weights = strong_weak_losses(loss.strong_weight, loss.weak_weight, loss.embedding_weight,
+                                         loss.embedding_margin, loss.embedding_mining)
     model.compile(optimizer=keras.optimizers.Adam(_learning_rate(config, steps_per_epoch)), loss=losses,
                   loss_weights=weights, jit_compile=config.train.jit_compile)
 
@@ -187,7 +190,7 @@ def fit(config: Config, workdir: Path, data: PreparedData, resume: bool = False,
     train_batches = _batches(config, data, "train", info, True)
     # The model is built, compiled and fitted on the replicas of train.strategy.
     with training_scope(config.train.strategy, config.train.devices), warnings.catch_warnings():
-        # The embedding head has no loss until an embedding recipe gives it one.
+        # At loss.embedding_weight 0 the embedding head has no loss (no gradient reaches it).
         warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
         model, state = model_for_run(config, info, checkpoints, resume, len(train_batches))
         initial_epoch = state["epoch"] if state else 0
