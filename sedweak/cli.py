@@ -200,6 +200,43 @@ def predict(model, inputs, out, frames, scores_dir, strict):
 
 
 @main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Embeddings as HDF5 (sedweak.embeddings.extract).")
+@click.option("--hop", "hop_seconds", type=float, default=None,
+              help="One vector per window of the model's clip length every HOP seconds (default: one per file).")
+@click.option("--strict", is_flag=True, help="Exit non-zero when any file was skipped (the others are still written).")
+def embed(model, inputs, out, hop_seconds, strict):
+    """Embed audio files or folders: one vector per file, or per window with --hop."""
+    from sedweak.embeddings.extract import embed_files, write_embeddings
+    from sedweak.inference import keyed_audio_files
+    from sedweak.io_utils import check_writable
+    from sedweak.models.saving import load_model
+
+    try:
+        check_writable(out)
+        if hop_seconds is not None and not hop_seconds > 0:
+            raise click.BadParameter(f"must be > 0 seconds, got {hop_seconds}", param_hint="--hop")
+        keras_model, info = load_model(model)
+        items = keyed_audio_files(inputs)
+        if not items:
+            raise FileNotFoundError(f"no audio files in {list(inputs)}")
+        embeddings, failed = embed_files(keras_model, info, items, hop_seconds, model_path=str(model),
+                                         progress=len(items) > 1)
+    except USER_ERRORS as err:
+        _fail(err)
+    for path, why in failed:
+        click.echo(f"skipped {path}: {why}", err=True)
+    if not len(embeddings):
+        raise click.ClickException("no file could be embedded")
+    write_embeddings(out, embeddings)
+    click.echo(f"{len(embeddings)} vectors of {embeddings.vectors.shape[1]} from {len(set(embeddings.files))} files "
+               f"-> {out}" + (f" ({len(failed)} skipped)" if failed else ""))
+    if strict and failed:
+        raise click.ClickException(f"--strict: {len(failed)} of {len(items)} files skipped")
+
+
+@main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Dataset folder to write.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE")
