@@ -55,13 +55,17 @@ def _config(recipe, overrides):
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a recipe key.")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in WORKDIR.")
 @click.option("--fast-dev-run", is_flag=True, help="A few clips, two batches, one epoch.")
-def train(recipe, workdir, overrides, resume, fast_dev_run):
+@click.option("--init", "init_path", type=click.Path(dir_okay=False, exists=True),
+              help="Start from the weights of this .keras model (e.g. `sedweak pretrain`): train.init_from.")
+def train(recipe, workdir, overrides, resume, fast_dev_run, init_path):
     """Train the CRNN of RECIPE.yaml; best model in WORKDIR/model.keras."""
     from sedweak.evaluation import markdown_table
     from sedweak.training import run
 
     try:
-        config = _config(recipe, list(overrides) + (["train.fast_dev_run=true"] if fast_dev_run else []))
+        extra = (["train.fast_dev_run=true"] if fast_dev_run else []) + \
+            ([f"train.init_from={Path(init_path).resolve()}"] if init_path else [])
+        config = _config(recipe, list(overrides) + extra)
         result = run(config, workdir, resume=resume)
     except USER_ERRORS as err:
         _fail(err)
@@ -197,6 +201,27 @@ def predict(model, inputs, out, frames, scores_dir, strict):
                + (f" ({len(failed)} skipped)" if failed else ""))
     if strict and failed:
         raise click.ClickException(f"--strict: {len(failed)} of {len(paths)} files skipped")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--workdir", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a recipe key.")
+@click.option("--audio", "folder", type=click.Path(file_okay=False, exists=True),
+              help="Pre-train on every audio file under this folder (pretrain.source: folder).")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in WORKDIR.")
+@click.option("--fast-dev-run", is_flag=True, help="Two batches of a few pairs, one epoch.")
+def pretrain(recipe, workdir, overrides, folder, resume, fast_dev_run):
+    """Self-supervised pre-training of RECIPE's CRNN (Jansen et al.'s triplets, no labels)."""
+    from sedweak.training.pretrain import run_pretrain
+
+    try:
+        extra = (["train.fast_dev_run=true"] if fast_dev_run else []) + \
+            (["pretrain.source=folder", f"pretrain.folder={Path(folder).resolve()}"] if folder else [])
+        path = run_pretrain(_config(recipe, list(overrides) + extra), workdir, resume=resume)
+    except USER_ERRORS as err:
+        _fail(err)
+    click.echo(f"model: {path}\nfine-tune it: sedweak train {recipe} --workdir RUN --init {path}")
 
 
 @main.command()

@@ -21,6 +21,8 @@ EXPORT_MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 EXPORT_GRAPHS = ("auto", "whole_clip", "staged", "streaming")
 SPLIT_BY = ("recording", "collection")
 EMBEDDING_METHODS = ("triplet",)
+SELF_SUPERVISED_METHODS = ("noise", "shift", "mix", "proximity")  # Jansen et al.'s positives
+PRETRAIN_SOURCES = ("train_bank", "folder")
 TRIPLET_MININGS = ("random", "semihard", "hard")
 
 
@@ -303,6 +305,48 @@ class MeanTeacherConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """``sedweak pretrain``: the CRNN trained on unlabelled audio with Jansen et al.'s
+    self-supervised triplets (sedweak.embeddings.self_supervised), for ``train.init_from``."""
+
+    # "train_bank": every file (events and backgrounds) of the sound bank's train split, labels
+    # unread (a synth recipe); "folder": every audio file under ``folder``.
+    source: str = "train_bank"
+    folder: str = ""
+    window_seconds: float = 1.0  # the model's input while pre-training (Jansen: 0.96 s)
+    methods: tuple[str, ...] = SELF_SUPERVISED_METHODS  # each pair draws one uniformly (joint shuffle)
+    pairs_per_batch: int = 32
+    batches_per_epoch: int = 50
+    epochs: int = 20
+    learning_rate: float = 1e-3
+    margin: float = 0.5
+    mining: str = "random"  # the paper's random negative; "semihard" | "hard" mine the batch
+    noise_snr_min_db: float = 0.0
+    noise_snr_max_db: float = 20.0
+    freq_shift_bands_max: int = 4
+    mix_gain_min_db: float = -12.0
+    mix_gain_max_db: float = -3.0
+    proximity_seconds: float = 5.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.source in PRETRAIN_SOURCES, f"pretrain.source must be one of {PRETRAIN_SOURCES}, got {self.source!r}")
+        _check(self.source != "folder" or bool(self.folder), "pretrain.source: folder needs pretrain.folder")
+        unknown = sorted(set(self.methods) - set(SELF_SUPERVISED_METHODS))
+        _check(bool(self.methods) and not unknown,
+               f"pretrain.methods must be a non-empty subset of {SELF_SUPERVISED_METHODS}, got {list(self.methods)}")
+        _check(self.window_seconds > 0 and self.epochs > 0 and self.batches_per_epoch > 0,
+               "pretrain: window_seconds, epochs and batches_per_epoch must be > 0")
+        _check(self.pairs_per_batch >= 2, "pretrain.pairs_per_batch must be >= 2 (the other pairs are the negatives)")
+        _check(self.mining in TRIPLET_MININGS, f"pretrain.mining must be one of {TRIPLET_MININGS}")
+        _check(self.noise_snr_min_db <= self.noise_snr_max_db and self.mix_gain_min_db <= self.mix_gain_max_db,
+               "pretrain: noise SNR and mix gain ranges need min <= max")
+        _check(self.learning_rate > 0 and self.margin >= 0 and self.proximity_seconds >= 0
+               and self.freq_shift_bands_max >= 0, "pretrain: learning_rate > 0; margin, proximity_seconds and "
+                                                   "freq_shift_bands_max >= 0")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 16
     epochs: int = 30
@@ -333,6 +377,9 @@ class TrainConfig:
     # mixed_float16 on a GPU, mixed_bfloat16 on CPU; input norm and outputs stay float32.
     mixed_precision: bool = False
     mean_teacher: MeanTeacherConfig = field(default_factory=MeanTeacherConfig)
+    # A .keras model (e.g. from `sedweak pretrain`) whose layers initialise this run's CRNN
+    # wherever a layer of the same name has weights of the same shapes; "": none.
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         _check(self.batch_size > 0 and self.epochs > 0, "train.batch_size and train.epochs must be > 0")
@@ -451,6 +498,7 @@ class Config:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def __post_init__(self) -> None:
         _check(not self.augment.dynamic_mixing or self.data.dataset == "synth",

@@ -146,6 +146,10 @@ def model_for_run(config: Config, info: ModelInfo, checkpoints: Path, resume: bo
         return model, state
     with dtype_policy(config.train.mixed_precision) as policy:
         model = build_crnn(config.model, len(info.classes), config.features.n_mels, info.clip_frames)
+        if config.train.init_from:
+            from sedweak.training.pretrain import init_from
+
+            init_from(model, config.train.init_from)
         if policy != "float32":
             log.info("dtype policy %s; float32 layers: %s", policy, keep_float32(model))
         if config.train.mean_teacher.enabled:  # the teacher copies the student's layer dtypes
@@ -282,7 +286,7 @@ def tuned_info(model, info: ModelInfo, data: PreparedData, config: Config, workd
 
 # Sections a resumed run may change: they alter what is reported about the trained model,
 # not the training (a resume with them changed re-evaluates and records the change).
-EVALUATION_ONLY_SECTIONS = ("evaluation", "postprocess", "export", "cache")
+EVALUATION_ONLY_SECTIONS = ("evaluation", "postprocess", "export", "cache", "pretrain")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -1,0 +1,134 @@
+"""Self-supervised triplets after Jansen et al. (ICASSP 2018), on log-mel windows.
+
+No labels: a positive is made from the anchor by one of four rules, and the negatives are
+the other examples of the batch (a random other example, as in the paper).
+
+* ``noise``: Gaussian noise added to the recording, done in the mel-power domain: each
+  time-mel bin gets an exponentially distributed power (the power of a Gaussian STFT bin)
+  whose mean lies an SNR drawn uniformly from ``noise_snr_db`` below the anchor's mean power.
+* ``shift``: a random circular shift in time plus a random *truncated* shift in frequency
+  (up to ``freq_shift_bands_max`` mel bands, the vacated bands repeat the edge band).
+* ``mix``: the anchor mixed with another example of the sources, that example
+  ``mix_gain_db`` (uniform) below it, so the anchor's sounds dominate the mixture.
+* ``proximity``: another window of the same recording starting within
+  ``proximity_frames`` of the anchor (not the anchor itself); a recording with no room for
+  a second window falls back to ``shift``.
+
+Joint training ("randomly shuffle all training triplet sets together"): each pair draws its
+rule uniformly from ``methods``, so every batch mixes them. A batch is ``(x, y)`` with
+``x`` = (2 * pairs, window_frames, n_mels): the anchors, then their positives in the same
+order; ``y`` = pair ids (2 * pairs,), which :class:`~sedweak.embeddings.losses.TripletLoss`
+reads as classes: each anchor's positive is its pair, its negatives every other row.
+Batches are seeded by (seed, epoch, batch), so a resumed run sees the same ones.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from sedweak.config.schema import SELF_SUPERVISED_METHODS as POSITIVE_METHODS
+from sedweak.training.batches import mix_logmels, shift_bands
+
+
+
+def noisy(rng: np.random.Generator, x: np.ndarray, snr_db: float) -> np.ndarray:
+    """``x`` (frames, mels) dB plus white noise at ``snr_db`` below its mean power."""
+    level = np.mean(10.0 ** (x.astype(np.float64) / 10.0)) * 10.0 ** (-snr_db / 10.0)
+    noise = 10.0 * np.log10(level * rng.exponential(1.0, x.shape) + 1e-30)
+    return mix_logmels(x, noise.astype(np.float32), 0.0)
+
+
+def shifted(rng: np.random.Generator, x: np.ndarray, freq_shift_bands_max: int) -> np.ndarray:
+    """Circular time shift (any amount) and truncated frequency shift of ``x`` (frames, mels)."""
+    out = np.roll(x, int(rng.integers(x.shape[0])), axis=0)
+    limit = min(freq_shift_bands_max, x.shape[1] - 1)
+    return shift_bands(out, int(rng.integers(-limit, limit + 1))) if limit > 0 else out
+
+
+class SelfSupervisedTriplets(keras.utils.PyDataset):
+    """Batches of (anchor, positive) windows from unlabelled log-mel recordings (module docstring).
+
+    Args:
+        sources: log-mels (frames, n_mels) in dB, one per recording; a recording shorter
+            than a window is padded with ``floor_db``.
+        window_frames: frames per example (the model's input length).
+        pairs_per_batch: anchors per batch (the batch holds twice as many rows).
+        batches_per_epoch: batches per epoch.
+        methods: the rules in use, a subset of :data:`POSITIVE_METHODS`.
+    """
+
+    def __init__(self, sources: Sequence[np.ndarray], window_frames: int, pairs_per_batch: int = 16,
+                 batches_per_epoch: int = 50, methods: Sequence[str] = POSITIVE_METHODS, seed: int = 0,
+                 noise_snr_db: tuple[float, float] = (0.0, 20.0), freq_shift_bands_max: int = 4,
+                 mix_gain_db: tuple[float, float] = (-12.0, -3.0), proximity_frames: int = 500,
+                 floor_db: float = -100.0):
+        super().__init__(workers=1, use_multiprocessing=False)
+        unknown = sorted(set(methods) - set(POSITIVE_METHODS))
+        if unknown or not methods:
+            raise ValueError(f"methods must be a non-empty subset of {POSITIVE_METHODS}, got {list(methods)}")
+        if not sources:
+            raise ValueError("no recordings to sample from")
+        if pairs_per_batch < 2 or batches_per_epoch < 1 or window_frames < 1:
+            raise ValueError("need pairs_per_batch >= 2 (the negatives are the other pairs), "
+                             "batches_per_epoch >= 1 and window_frames >= 1")
+        self.sources = [self._at_least(np.asarray(s, np.float32), window_frames, floor_db) for s in sources]
+        self.window_frames, self.pairs_per_batch = int(window_frames), int(pairs_per_batch)
+        self.batches_per_epoch, self.methods, self.seed = int(batches_per_epoch), tuple(methods), seed
+        self.noise_snr_db, self.freq_shift_bands_max = noise_snr_db, int(freq_shift_bands_max)
+        self.mix_gain_db, self.proximity_frames = mix_gain_db, int(proximity_frames)
+        lengths = np.array([len(s) - window_frames + 1 for s in self.sources], np.float64)
+        self.weights = lengths / lengths.sum()   # every window start of every recording equally likely
+        self.epoch = 0
+
+    @staticmethod
+    def _at_least(x: np.ndarray, frames: int, floor_db: float) -> np.ndarray:
+        if len(x) >= frames:
+            return x
+        return np.concatenate([x, np.full((frames - len(x), x.shape[1]), floor_db, np.float32)])
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def on_epoch_end(self) -> None:
+        self.set_epoch(self.epoch + 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def window(self, rng: np.random.Generator) -> tuple[int, int, np.ndarray]:
+        """(recording, start, window) drawn uniformly over all window positions."""
+        source = int(rng.choice(len(self.sources), p=self.weights))
+        start = int(rng.integers(len(self.sources[source]) - self.window_frames + 1))
+        return source, start, self.sources[source][start:start + self.window_frames]
+
+    def positive(self, rng: np.random.Generator, method: str, source: int, start: int,
+                 anchor: np.ndarray) -> np.ndarray:
+        if method == "noise":
+            return noisy(rng, anchor, float(rng.uniform(*self.noise_snr_db)))
+        if method == "mix":
+            _, _, other = self.window(rng)
+            return mix_logmels(anchor, other, float(rng.uniform(*self.mix_gain_db)))
+        if method == "proximity":
+            recording = self.sources[source]
+            low = max(0, start - self.proximity_frames)
+            high = min(len(recording) - self.window_frames, start + self.proximity_frames)
+            if high > low:   # room for a window other than the anchor's
+                near = int(rng.integers(low, high))        # [low, high) then skip the anchor's own start
+                near = near + 1 if near >= start else near
+                return recording[near:near + self.window_frames]
+        return shifted(rng, anchor, self.freq_shift_bands_max)
+
+    def __getitem__(self, index: int):
+        rng = np.random.default_rng([self.seed, self.epoch, index, 0x6A616E])   # "jan"
+        anchors, positives = [], []
+        for _ in range(self.pairs_per_batch):
+            method = self.methods[int(rng.integers(len(self.methods)))]
+            source, start, anchor = self.window(rng)
+            anchors.append(anchor)
+            positives.append(self.positive(rng, method, source, start, anchor))
+        x = np.stack(anchors + positives).astype(np.float32)
+        ids = np.tile(np.arange(self.pairs_per_batch, dtype=np.int32), 2)
+        return x, {"embedding": ids}

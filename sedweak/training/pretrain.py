@@ -1,0 +1,191 @@
+"""``sedweak pretrain RECIPE``: the recipe's CRNN trained without labels on Jansen et al.'s
+self-supervised triplets (:mod:`sedweak.embeddings.self_supervised`), then used to start a
+detector: ``sedweak train RECIPE --init WORKDIR/model.keras`` (``train.init_from``).
+
+The CRNN takes ``pretrain.window_seconds`` windows here; every layer but the input length
+is the one ``sedweak train`` builds, so convolutions, recurrences and the embedding head
+carry over by name (:func:`init_from`). Only the embedding output has a loss.
+
+Workdir: ``config.yaml``, ``checkpoints/`` (last / best ``.keras`` + ``state.json`` after
+every epoch: a killed run resumes with ``--resume``), ``history.csv``, ``sources.json``
+(the recordings used, and those skipped with the reason), ``model.keras`` + sidecar.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from sedweak.config import Config, save_config
+from sedweak.errors import DataError, UserError
+from sedweak.io_utils import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def source_files(config: Config) -> list[Path]:
+    """The recordings ``pretrain.source`` names: the bank's train split (events and
+    backgrounds, never valid or eval recordings) or every audio file under the folder."""
+    if config.pretrain.source == "folder":
+        from sedweak.inference import audio_files
+
+        folder = Path(config.pretrain.folder)
+        if not folder.is_dir():
+            raise DataError(f"{folder}: pretrain.folder is not a folder")
+        files = audio_files([folder])
+        if not files:
+            raise DataError(f"{folder}: no audio files to pre-train on")
+        return files
+    from sedweak.soundbank import SoundBank
+    from sedweak.synth import split_bank
+
+    bank = SoundBank.open(config.data.soundbank)
+    classes = list(config.data.classes) or bank.foreground_classes
+    train = split_bank(bank, classes, config.data.synth.seed, config.data.synth.split_by)["train"]
+    clips = [c for group in train["pool"].values() for c in group] + list(train["backgrounds"])
+    return sorted({c.path for c in clips})
+
+
+def source_logmels(config: Config, files: list[Path], progress: bool = False
+                   ) -> tuple[list[np.ndarray], list[tuple[str, str]]]:
+    """Log-mels of ``files``; a file that cannot be read is skipped and reported."""
+    from sedweak.audio import load_audio
+    from sedweak.features import logmel_librosa
+
+    out, failed = [], []
+    iterator = files
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(files, desc="log-mel", unit="file")
+    for path in iterator:
+        try:
+            logmel = logmel_librosa(load_audio(path, config.features.sample_rate_hz), config.features)
+        except UserError as err:
+            failed.append((str(path), str(err)))
+            continue
+        if logmel.shape[0] == 0:
+            failed.append((str(path), "shorter than one feature hop"))
+            continue
+        out.append(logmel)
+    return out, failed
+
+
+def triplet_batches(config: Config, sources: list[np.ndarray]):
+    from sedweak.embeddings.self_supervised import SelfSupervisedTriplets
+
+    p, fps = config.pretrain, config.features.frames_per_second
+    return SelfSupervisedTriplets(
+        sources, window_frames=window_frames(config),
+        pairs_per_batch=min(4, p.pairs_per_batch) if config.train.fast_dev_run else p.pairs_per_batch,
+        batches_per_epoch=2 if config.train.fast_dev_run else p.batches_per_epoch, methods=p.methods, seed=p.seed,
+        noise_snr_db=(p.noise_snr_min_db, p.noise_snr_max_db), freq_shift_bands_max=p.freq_shift_bands_max,
+        mix_gain_db=(p.mix_gain_min_db, p.mix_gain_max_db), proximity_frames=int(round(p.proximity_seconds * fps)),
+        floor_db=float(10.0 * np.log10(config.features.amin_power)))
+
+
+def window_frames(config: Config) -> int:
+    """Frames per pre-training window, a multiple of the model's time pooling."""
+    pooling = config.model.time_pooling
+    frames = int(round(config.pretrain.window_seconds * config.features.frames_per_second))
+    return max(pooling, frames // pooling * pooling)
+
+
+def compile_pretraining(model, config: Config) -> None:
+    import keras
+
+    from sedweak.embeddings.losses import TripletLoss
+
+    model.compile(optimizer=keras.optimizers.Adam(config.pretrain.learning_rate),
+                  loss={"strong": None, "weak": None,
+                        "embedding": TripletLoss(config.pretrain.margin, config.pretrain.mining)},
+                  jit_compile=config.train.jit_compile)
+
+
+def run_pretrain(config: Config, workdir: str | Path, resume: bool = False, verbose: int = 1) -> Path:
+    """Pre-train the recipe's CRNN; returns the path of ``model.keras``."""
+    import keras
+
+    from sedweak.models.crnn import build_crnn
+    from sedweak.models.saving import ModelInfo, load_model, save_model
+    from sedweak.training.checkpoints import ResumableCheckpoint, read_state, restore_seed_states
+    from sedweak.training.trainer import WorkdirError, seed_everything, trim_history
+
+    workdir = Path(workdir)
+    checkpoints = workdir / "checkpoints"
+    state = read_state(checkpoints)
+    if (state is not None or (workdir / "config.yaml").is_file()) and not resume:
+        raise WorkdirError(f"{workdir}: holds a previous run; pass --resume to continue it, or choose another "
+                           "--workdir (nothing was written)")
+    files = source_files(config)
+    workdir.mkdir(parents=True, exist_ok=True)
+    save_config(config, workdir / "config.yaml")
+    sources, failed = source_logmels(config, files, progress=verbose > 0)
+    atomic_write_json(workdir / "sources.json", {"used": len(sources), "files": [str(f) for f in files],
+                                                 "skipped": [list(f) for f in failed]})
+    for _, why in failed:   # each reason names its file
+        log.warning("skipped: %s", why)
+    if not sources:
+        raise DataError(f"no readable recording among the {len(files)} pre-training sources")
+    classes = tuple(config.data.classes) or _bank_classes(config)
+    info = ModelInfo(classes, config.features, config.postprocess, config.model.time_pooling,
+                     window_frames(config) / config.features.frames_per_second)
+    seed_everything(config.pretrain.seed)
+    batches = triplet_batches(config, sources)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Gradients do not exist for variables")  # strong / weak heads
+        if state is not None:
+            model, _ = load_model(checkpoints / "last.keras", compile=True)
+            restore_seed_states(model, state.get("seed_states", []))
+            trim_history(workdir / "history.csv", state["epoch"])
+        else:
+            model = build_crnn(config.model, len(classes), config.features.n_mels, window_frames(config))
+            compile_pretraining(model, config)
+        initial = state["epoch"] if state else 0
+        batches.set_epoch(initial)
+        epochs = 1 if config.train.fast_dev_run else config.pretrain.epochs
+        callbacks = [keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=state is not None),
+                     ResumableCheckpoint(checkpoints, info, patience_epochs=epochs + 1, monitor=("loss",),
+                                         state=state, select_last=True)]
+        if initial < epochs:
+            model.fit(batches, epochs=epochs, initial_epoch=initial, callbacks=callbacks, verbose=verbose,
+                      shuffle=False)
+    final, _ = load_model(checkpoints / "last.keras")
+    return save_model(final, workdir / "model.keras", info)
+
+
+def _bank_classes(config: Config) -> tuple[str, ...]:
+    if config.data.dataset == "synth":
+        from sedweak.soundbank import SoundBank
+
+        return tuple(SoundBank.open(config.data.soundbank).foreground_classes)
+    return ("unlabelled",)
+
+
+def init_from(model, path: str | Path) -> list[str]:
+    """Copy into ``model`` the weights of every layer of the ``.keras`` file at ``path`` that
+    ``model`` has by name with weights of the same shapes. Returns the names copied;
+    :class:`UserError` when none is (another architecture)."""
+    from sedweak.models.saving import load_model
+    from sedweak.training.mean_teacher import unwrap
+
+    source, _ = load_model(path)
+    source = unwrap(source, "teacher")
+    by_name = {layer.name: layer for layer in model.layers}
+    copied = []
+    for layer in source.layers:
+        target = by_name.get(layer.name)
+        weights = layer.get_weights()
+        if target is None or not weights:
+            continue
+        if [w.shape for w in weights] == [tuple(w.shape) for w in target.weights]:
+            target.set_weights(weights)
+            copied.append(layer.name)
+    if not copied:
+        raise UserError(f"{path}: no layer of this model matches the recipe's CRNN by name and shape "
+                        "(train.init_from needs a model of the same architecture, e.g. from sedweak pretrain)")
+    log.info("train.init_from %s: %d layers copied (%s)", path, len(copied), ", ".join(copied))
+    return copied
