@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sedweak.embeddings.metrics import nearest_centroid_accuracy, query_by_example_map
+from sedweak.embeddings.metrics import (
+    nearest_centroid_accuracy,
+    query_by_example_map,
+    shallow_classifier_map,
+    tsne_png,
+)
 
 
 def test_nearest_centroid_accuracy_by_hand():
@@ -35,3 +40,30 @@ def test_bad_embeddings_are_refused():
         query_by_example_map(np.eye(3), [0, 1, 2])
     with pytest.raises(ValueError, match="one label per embedding"):
         nearest_centroid_accuracy(np.eye(2), [0], np.eye(2), [0, 1])
+
+
+@pytest.mark.parametrize("kind", ["logistic", "mlp"])
+def test_shallow_classifier_map_separable_and_uninformative(kind):
+    """Two classes on opposite axes: every test example ranked right (mAP 1). Embeddings that
+    carry no class (the same vector for all) rank the classes by chance: AP = class prior."""
+    rng = np.random.default_rng(0)
+    a = np.array([1.0, 0.0]) + 0.05 * rng.standard_normal((20, 2))
+    b = np.array([0.0, 1.0]) + 0.05 * rng.standard_normal((20, 2))
+    train, labels = np.concatenate([a[:10], b[:10]]), ["a"] * 10 + ["b"] * 10
+    test, test_labels = np.concatenate([a[10:], b[10:13]]), ["a"] * 10 + ["b"] * 3
+    value, per_class = shallow_classifier_map(train, labels, test, test_labels, kind=kind)
+    assert value == pytest.approx(1.0) and per_class == pytest.approx({"a": 1.0, "b": 1.0})
+    flat = np.ones((13, 2))
+    _, per_class = shallow_classifier_map(train, labels, flat, test_labels, kind=kind)
+    assert per_class == pytest.approx({"a": 10 / 13, "b": 3 / 13})
+    with pytest.raises(ValueError, match="two training classes"):
+        shallow_classifier_map(train[:10], labels[:10], test, test_labels, kind=kind)
+
+
+def test_tsne_png_writes_an_image(tmp_path):
+    rng = np.random.default_rng(0)
+    embeddings = np.concatenate([rng.normal(0, 1, (8, 4)) + 5, rng.normal(0, 1, (8, 4)) - 5])
+    path = tsne_png(embeddings, ["x"] * 8 + ["y"] * 8, tmp_path / "map.png", title="two classes")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="at least 3"):
+        tsne_png(embeddings[:2], ["x", "y"], tmp_path / "no.png")

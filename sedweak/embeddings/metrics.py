@@ -5,6 +5,9 @@
 * :func:`query_by_example_map`: Jansen et al.'s retrieval test -- each example queries all
   the others ranked by cosine similarity; average precision of the same-class items, averaged
   per class and then over classes.
+* :func:`shallow_classifier_map`: their classification test -- a shallow classifier on the
+  frozen embeddings, one-vs-rest average precision per class.
+* :func:`tsne_png`: a t-SNE map coloured by class (matplotlib).
 """
 
 from __future__ import annotations
@@ -63,3 +66,68 @@ def query_by_example_map(embeddings: np.ndarray, labels: Sequence) -> tuple[floa
         raise ValueError("no class has two examples: nothing to retrieve")
     means = {c: float(np.mean(v)) for c, v in per_class.items()}
     return float(np.mean(list(means.values()))), means
+
+
+def shallow_classifier_map(train: np.ndarray, train_labels: Sequence, test: np.ndarray, test_labels: Sequence,
+                           kind: str = "logistic", seed: int = 0) -> tuple[float, dict]:
+    """(macro mAP, {class: AP}) of a shallow classifier trained on frozen embeddings (Jansen
+    et al.'s classification test): ``"logistic"`` (multinomial logistic regression) or
+    ``"mlp"`` (one hidden layer of 512 ReLU units); the test scores are its class
+    probabilities, ranked per class against every other test example (one-vs-rest AP)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import average_precision_score
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train, test = _unit(train), _unit(test)
+    train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
+    if len(train) != len(train_labels) or len(test) != len(test_labels):
+        raise ValueError("one label per embedding")
+    if len(np.unique(train_labels)) < 2:
+        raise ValueError("a classifier needs at least two training classes")
+    if kind == "logistic":
+        model = LogisticRegression(max_iter=2000, random_state=seed)
+    elif kind == "mlp":
+        model = MLPClassifier((512,), max_iter=500, random_state=seed)
+    else:
+        raise ValueError(f"kind must be 'logistic' or 'mlp', got {kind!r}")
+    classifier = make_pipeline(StandardScaler(), model).fit(train, train_labels)
+    scores = classifier.predict_proba(test)
+    per_class = {c.item(): float(average_precision_score(test_labels == c, scores[:, i]))
+                 for i, c in enumerate(classifier.classes_) if (test_labels == c).any()}
+    if not per_class:
+        raise ValueError("no test example belongs to a training class")
+    return float(np.mean(list(per_class.values()))), per_class
+
+
+def tsne_png(embeddings: np.ndarray, labels: Sequence, path, title: str = "", seed: int = 0):
+    """A 2-D t-SNE map (cosine distances) of ``embeddings`` coloured by class, as a PNG."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    unit, labels = _unit(embeddings), np.asarray(labels)
+    if len(unit) < 3:
+        raise ValueError("t-SNE needs at least 3 embeddings")
+    points = TSNE(2, metric="cosine", init="random", random_state=seed,
+                  perplexity=min(30.0, (len(unit) - 1) / 3)).fit_transform(unit)
+    figure, axes = plt.subplots(figsize=(6, 5))
+    for c in sorted(set(labels.tolist())):
+        chosen = labels == c
+        axes.scatter(points[chosen, 0], points[chosen, 1], s=12, label=str(c))
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.set_title(title)
+    axes.legend(fontsize=7, loc="best", markerscale=1.5)
+    figure.tight_layout()
+    from sedweak.io_utils import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    return atomic_write_bytes(path, buffer.getvalue())
