@@ -114,19 +114,16 @@ def predict_files(model, info: ModelInfo, paths: Sequence[str | Path], progress:
 
 def save_frame_probabilities(path: str | Path, probs: dict[str, np.ndarray], info: ModelInfo) -> Path:
     """HDF5: one (frames, classes) dataset per file, rate and classes as attributes."""
-    import os
-
     import h5py
 
+    from sedweak.io_utils import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with h5py.File(tmp, "w") as h5:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs["frames_per_second"] = info.model_frames_per_second
         h5.attrs["classes"] = [c.encode() for c in info.classes]
         for name, track in probs.items():
             h5.create_dataset(name, data=track)
-    os.replace(tmp, path)
     return path
 
 

@@ -20,7 +20,6 @@ The HDF5 layout (:func:`write_embeddings`, :func:`read_embeddings`): datasets
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -162,10 +161,10 @@ def write_embeddings(path: str | Path, embeddings: Embeddings) -> Path:
     """The HDF5 file of the module docstring, written to a temporary name then renamed."""
     import h5py
 
+    from sedweak.io_utils import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with h5py.File(tmp, "w") as h5:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.create_dataset("embeddings", data=np.asarray(embeddings.vectors, np.float32))
         h5.create_dataset("file", data=np.array(embeddings.files, dtype=object), dtype=h5py.string_dtype("utf-8"))
         h5.create_dataset("start_seconds", data=np.asarray(embeddings.start_seconds, np.float64))
@@ -173,7 +172,6 @@ def write_embeddings(path: str | Path, embeddings: Embeddings) -> Path:
         h5.attrs.update({"model": embeddings.model, "hop_seconds": embeddings.hop_seconds,
                          "window_seconds": embeddings.window_seconds,
                          "dim": int(np.asarray(embeddings.vectors).shape[1]), "format": "sedweak-embeddings-1"})
-    os.replace(tmp, path)
     return path
 
 

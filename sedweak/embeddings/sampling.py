@@ -20,7 +20,24 @@ import keras
 import numpy as np
 
 
-class _ClassGroupBatches(keras.utils.PyDataset):
+class EpochBatches(keras.utils.PyDataset):
+    """A fixed number of batches per epoch and an epoch counter that seeds them (a resumed
+    run calls :meth:`set_epoch` to serve that epoch's batches again)."""
+
+    batches_per_epoch: int = 1
+    epoch: int = 0
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def on_epoch_end(self) -> None:
+        self.set_epoch(self.epoch + 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+
+class _ClassGroupBatches(EpochBatches):
     def __init__(self, features, labels: Sequence, classes_per_batch: int, per_class: int, batches_per_epoch: int,
                  seed: int = 0, **kwargs):
         super().__init__(**kwargs)
@@ -40,15 +57,6 @@ class _ClassGroupBatches(keras.utils.PyDataset):
         self.classes_per_batch, self.per_class = classes_per_batch, per_class
         self.batches_per_epoch, self.seed, self.epoch = batches_per_epoch, seed, 0
         self.class_ids = {c: i for i, c in enumerate(self.classes)}
-
-    def __len__(self) -> int:
-        return self.batches_per_epoch
-
-    def on_epoch_end(self) -> None:
-        self.set_epoch(self.epoch + 1)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
 
     def rows(self, index: int) -> np.ndarray:
         """Example indices of batch ``index``, class by class."""

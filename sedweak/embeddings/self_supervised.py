@@ -26,10 +26,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import keras
 import numpy as np
 
 from sedweak.config.schema import SELF_SUPERVISED_METHODS as POSITIVE_METHODS
+from sedweak.embeddings.sampling import EpochBatches
 from sedweak.training.batches import mix_logmels, shift_bands
 
 
@@ -48,7 +48,7 @@ def shifted(rng: np.random.Generator, x: np.ndarray, freq_shift_bands_max: int) 
     return shift_bands(out, int(rng.integers(-limit, limit + 1))) if limit > 0 else out
 
 
-class SelfSupervisedTriplets(keras.utils.PyDataset):
+class SelfSupervisedTriplets(EpochBatches):
     """Batches of (anchor, positive) windows from unlabelled log-mel recordings (module docstring).
 
     Args:
@@ -88,15 +88,6 @@ class SelfSupervisedTriplets(keras.utils.PyDataset):
         if len(x) >= frames:
             return x
         return np.concatenate([x, np.full((frames - len(x), x.shape[1]), floor_db, np.float32)])
-
-    def __len__(self) -> int:
-        return self.batches_per_epoch
-
-    def on_epoch_end(self) -> None:
-        self.set_epoch(self.epoch + 1)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
 
     def window(self, rng: np.random.Generator) -> tuple[int, int, np.ndarray]:
         """(recording, start, window) drawn uniformly over all window positions."""
