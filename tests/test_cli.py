@@ -121,6 +121,30 @@ def test_train_predict_evaluate_round_trip(tmp_path, tiny_recipe):
         assert scored[key] == pytest.approx(evaluated[key], abs=1e-3), key
 
 
+def test_pretrain_then_train_init_then_embed(tmp_path, tiny_recipe):
+    """The self-supervised path through the CLI: pretrain on a folder, fine-tune from it
+    (the run's config records train.init_from), embed with the pre-trained model."""
+    import numpy as np
+    import soundfile as sf
+
+    recipe, overrides = tiny_recipe
+    sets = [x for o in overrides + ["pretrain.window_seconds=0.5"] for x in ("--set", o)]
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for i in range(2):
+        sf.write(folder / f"n{i}.wav", (0.1 * np.random.default_rng(i).standard_normal(32000)).astype(np.float32),
+                 16000)
+    result = invoke("pretrain", recipe, "--workdir", tmp_path / "pre", "--audio", folder, "--fast-dev-run", *sets)
+    assert result.exit_code == 0, result.output
+    model = tmp_path / "pre" / "model.keras"
+    assert f"--init {model}" in result.output
+    result = invoke("train", recipe, "--workdir", tmp_path / "run", "--fast-dev-run", "--init", model, *sets)
+    assert result.exit_code == 0, result.output
+    assert f"init_from: {model}" in (tmp_path / "run" / "config.yaml").read_text()
+    result = invoke("embed", model, folder, "--out", tmp_path / "emb.h5")
+    assert result.exit_code == 0 and "2 vectors of 8 from 2 files" in result.output, result.output
+
+
 def test_train_reports_config_errors_cleanly(tmp_path, tiny_recipe):
     recipe, _ = tiny_recipe
     result = CliRunner().invoke(main, ["train", str(recipe), "--workdir", str(tmp_path / "w"),
