@@ -16,13 +16,14 @@ from sedweak.config.presets import PRESETS, get_preset
 from sedweak.config.schema import (CLASS_WEIGHTINGS, CONV_ACTIVATIONS, DATASETS, EXPORT_GRAPHS, EXPORT_MODES,
                                    SAMPLINGS, SPLIT_BY, STRATEGIES, WEAK_POOLINGS, AugmentConfig, CacheConfig,
                                    Config, ConfigError, DataConfig, EvalConfig, ExportConfig, FeatureConfig,
-                                   LossConfig, MeanTeacherConfig, ModelConfig, PostprocessConfig, PretrainConfig, RemixConfig,
-                                   SynthConfig, TrainConfig)
+                                   LossConfig, MeanTeacherConfig, ModelConfig, PostprocessConfig, PretrainConfig,
+                                   RemixConfig, SynthConfig, TrainConfig)
 
 __all__ = [
     "AugmentConfig", "CLASS_WEIGHTINGS", "CONV_ACTIVATIONS", "CacheConfig", "Config", "ConfigError", "DATASETS",
     "DataConfig", "EXPORT_GRAPHS", "EXPORT_MODES", "EvalConfig", "ExportConfig", "FeatureConfig", "LossConfig",
-    "MeanTeacherConfig", "ModelConfig", "PRESETS", "PostprocessConfig", "PretrainConfig", "RemixConfig", "SAMPLINGS", "SPLIT_BY", "STRATEGIES",
+    "MeanTeacherConfig", "ModelConfig", "PRESETS", "PostprocessConfig", "PretrainConfig", "RemixConfig",
+    "SAMPLINGS", "SPLIT_BY", "STRATEGIES",
     "SynthConfig", "TrainConfig",
     "WEAK_POOLINGS", "from_dict", "get_preset", "load_config", "parse_overrides", "save_config", "to_dict",
 ]
