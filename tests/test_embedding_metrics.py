@@ -67,3 +67,28 @@ def test_tsne_png_writes_an_image(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="at least 3"):
         tsne_png(embeddings[:2], ["x", "y"], tmp_path / "no.png")
+
+
+def test_centroid_monitor_logs_f_each_epoch_for_early_stopping():
+    """Each epoch's logs carry F (the nearest-centroid accuracy of the model's embeddings at
+    that epoch) and 1 - F, before the callbacks listed after the monitor read them."""
+    import keras
+
+    from sedweak.embeddings.metrics import centroid_monitor
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(2, 0.3, (20, 4)), rng.normal(-2, 0.3, (20, 4))]).astype("float32")
+    labels = np.array([0] * 20 + [1] * 20)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, {"embedding": keras.layers.Dense(2, name="embedding")(inputs)})
+    model.compile(optimizer="adam", loss={"embedding": "mse"})
+    seen = []
+    watcher = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(dict(logs)))
+    monitor = centroid_monitor(x[::2], labels[::2], x[1::2], labels[1::2])
+    model.fit(x, {"embedding": np.zeros((40, 2), "float32")}, epochs=2, verbose=0, callbacks=[monitor, watcher])
+    assert len(seen) == 2 and all(0.0 <= s["val_centroid_f"] <= 1.0 for s in seen)
+    assert all(s["val_centroid_error"] == pytest.approx(1.0 - s["val_centroid_f"]) for s in seen)
+    expected = nearest_centroid_accuracy(model.predict(x[::2], verbose=0)["embedding"], labels[::2],
+                                         model.predict(x[1::2], verbose=0)["embedding"], labels[1::2])
+    assert seen[-1]["val_centroid_f"] == pytest.approx(expected)

@@ -8,6 +8,8 @@
 * :func:`shallow_classifier_map`: their classification test -- a shallow classifier on the
   frozen embeddings, one-vs-rest average precision per class.
 * :func:`tsne_png`: a t-SNE map coloured by class (matplotlib).
+* :func:`centroid_monitor`: F on validation data after every epoch, as a Keras callback
+  (an early-stopping / checkpoint monitor).
 """
 
 from __future__ import annotations
@@ -131,3 +133,29 @@ def tsne_png(embeddings: np.ndarray, labels: Sequence, path, title: str = "", se
     figure.savefig(buffer, format="png", dpi=120)
     plt.close(figure)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def centroid_monitor(reference, reference_labels: Sequence, validation, validation_labels: Sequence,
+                     output: str | None = "embedding", batch_size: int = 32):
+    """A Keras callback adding Turpault et al.'s F on validation data to each epoch's logs:
+    ``val_centroid_f`` (nearest-centroid accuracy of ``validation`` against the class
+    centroids of ``reference``, both embedded by the model being trained) and
+    ``val_centroid_error`` = 1 - F, a loss-like value that early stopping and checkpoint
+    selection can minimise (``ResumableCheckpoint(monitor=("val_centroid_error",))``).
+    ``output``: the model's output to read (``None``: its only output). Added logs come
+    before the callbacks listed after this one see them."""
+    import keras
+
+    def embed(model, x):
+        out = model.predict(x, batch_size=batch_size, verbose=0)
+        return np.asarray(out[output] if output is not None else out)
+
+    class CentroidMonitor(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is None:
+                return
+            value = nearest_centroid_accuracy(embed(self.model, reference), reference_labels,
+                                              embed(self.model, validation), validation_labels)
+            logs["val_centroid_f"], logs["val_centroid_error"] = value, 1.0 - value
+
+    return CentroidMonitor()
