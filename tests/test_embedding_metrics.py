@@ -92,3 +92,17 @@ def test_centroid_monitor_logs_f_each_epoch_for_early_stopping():
     expected = nearest_centroid_accuracy(model.predict(x[::2], verbose=0)["embedding"], labels[::2],
                                          model.predict(x[1::2], verbose=0)["embedding"], labels[1::2])
     assert seen[-1]["val_centroid_f"] == pytest.approx(expected)
+
+
+def test_classifier_g_separable_gives_f1_one_and_needs_two_classes():
+    from sedweak.embeddings.metrics import classifier_g_f1
+
+    rng = np.random.default_rng(0)
+    a = np.array([1.0, 0.0, 0.0]) + 0.05 * rng.standard_normal((30, 3))
+    b = np.array([0.0, 1.0, 0.0]) + 0.05 * rng.standard_normal((30, 3))
+    train, labels = np.concatenate([a[:20], b[:20]]), ["a"] * 20 + ["b"] * 20
+    assert classifier_g_f1(train, labels, np.concatenate([a[20:], b[20:]]), ["a"] * 10 + ["b"] * 10) == 1.0
+    # a test set whose every example sits on class a's side, half labelled b: F1 of (a: 2/3, b: 0)
+    assert classifier_g_f1(train, labels, a[20:], ["a"] * 5 + ["b"] * 5) == pytest.approx((2 / 3 + 0) / 2)
+    with pytest.raises(ValueError, match="two training classes"):
+        classifier_g_f1(train[:20], labels[:20], a[20:], ["a"] * 10)
