@@ -123,6 +123,11 @@ def test_pretrain_then_init_from(tmp_path, tiny_recipe):
     assert model.input.shape[1] == 48 and info.clip_seconds == 0.48   # 0.5 s on the 4-frame model grid
     with pytest.raises(WorkdirError, match="--resume"):
         run_pretrain(config, tmp_path / "pre", verbose=0)
+    changed = load_config(recipe, overrides + ["train.fast_dev_run=true", "pretrain.source=folder",
+                                               f"pretrain.folder={folder}", "pretrain.window_seconds=1.0"])
+    with pytest.raises(WorkdirError, match="pretrain.window_seconds: 0.5 -> 1.0"):
+        run_pretrain(changed, tmp_path / "pre", resume=True, verbose=0)
+    assert run_pretrain(config, tmp_path / "pre", resume=True, verbose=0) == path   # finished: nothing to redo
 
     detector_config = load_config(recipe, overrides)
     keras.utils.set_random_seed(1)

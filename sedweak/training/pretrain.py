@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sedweak.config import Config, save_config
+from sedweak.config import Config, load_config, save_config
 from sedweak.errors import DataError, UserError
 from sedweak.io_utils import atomic_write_json
 
@@ -120,6 +120,8 @@ def run_pretrain(config: Config, workdir: str | Path, resume: bool = False, verb
     if (state is not None or (workdir / "config.yaml").is_file()) and not resume:
         raise WorkdirError(f"{workdir}: holds a previous run; pass --resume to continue it, or choose another "
                            "--workdir (nothing was written)")
+    if resume and (workdir / "config.yaml").is_file():
+        _check_same_pretraining(load_config(workdir / "config.yaml"), config, workdir)
     files = source_files(config)
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir / "config.yaml")
@@ -155,6 +157,20 @@ def run_pretrain(config: Config, workdir: str | Path, resume: bool = False, verb
                       shuffle=False)
     final, _ = load_model(checkpoints / "last.keras")
     return save_model(final, workdir / "model.keras", info)
+
+
+# What a pre-training depends on: a resume with any of these changed would mix two runs.
+PRETRAINING_SECTIONS = ("features", "data", "model", "pretrain")
+
+
+def _check_same_pretraining(saved: Config, config: Config, workdir: Path) -> None:
+    from sedweak.training.trainer import WorkdirError, config_changes
+
+    changed = [c for c in config_changes(saved, config) if c[0].split(".")[0] in PRETRAINING_SECTIONS]
+    if changed:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed[:8])
+        raise WorkdirError(f"{workdir / 'config.yaml'}: --resume with settings that change the pre-training "
+                           f"({listed}); resume with the saved settings, or use another --workdir")
 
 
 def _bank_classes(config: Config) -> tuple[str, ...]:
