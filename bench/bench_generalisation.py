@@ -7,7 +7,7 @@ and off, e.g.::
     sedweak sweep recipes/demo.yaml --workdir ABL --seeds 3 \\
         --pairs "augment.dynamic_mixing=false;augment.dynamic_mixing=true;\\
 augment.dynamic_mixing=true,augment.mixup_probability=0.5"
-    python bench/bench_generalisation.py --sweep ABL
+    python bench/bench_generalisation.py --sweep ABL [--sweep ABL2 ...] [--no-tune]
 
 For every finished run this reads the metrics that training wrote for each eval split and,
 for the per-class-thresholds lever (which needs no retraining), tunes the thresholds on
@@ -48,17 +48,19 @@ def tuned_metrics(workdir: Path, splits) -> dict:
     return {s: evaluate_split(model, info, data.clips[s], data.features[s], config.evaluation) for s in splits}
 
 
+def finished_runs(sweep: Path) -> list[tuple[str, Path]]:
+    """(row name, run folder) of every finished run under ``sweep/runs/<slug>/seed<k>``: the
+    folders, not ``sweep_results.json``, which lists only the points of the last invocation
+    (a sweep extended point by point keeps its earlier runs on disk)."""
+    runs = sorted(sweep.glob("runs/*/seed*/metrics.json"))
+    return [(path.parent.parent.name.replace("__", ", "), path.parent) for path in runs]
+
+
 def collect(sweep: Path, tune: bool) -> dict:
     """{row name: {split: {key: [values over seeds]}}} for every finished run."""
-    from sedweak.training.sweep import slug
-
     rows: dict[str, dict] = {}
-    for record in json.loads((sweep / "sweep_results.json").read_text()):
-        if record["status"] == "failed":
-            continue
-        workdir = Path(record["workdir"])
-        name = ", ".join(record["point"]) or "recipe"
-        per_split = {"eval": record["metrics"]}
+    for name, workdir in finished_runs(sweep):
+        per_split = {"eval": json.loads((workdir / "metrics.json").read_text())}
         for split in ("eval_seen", "eval_remix"):
             path = workdir / f"metrics_{split}.json"
             if path.is_file():
@@ -67,7 +69,7 @@ def collect(sweep: Path, tune: bool) -> dict:
         if tune:
             variants[name + " + tuned thresholds"] = tuned_metrics(workdir, tuple(per_split))
         for row, metrics in variants.items():
-            target = rows.setdefault(row, {"slug": slug(record["point"]), "splits": {}})
+            target = rows.setdefault(row, {"slug": workdir.parent.name, "splits": {}})
             for split, values in metrics.items():
                 for key, _ in KEYS:
                     value = values.get(key)
@@ -108,14 +110,18 @@ def markdown(table: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweep", required=True, type=Path, help="a finished `sedweak sweep` folder")
+    parser.add_argument("--sweep", required=True, type=Path, action="append",
+                        help="a finished `sedweak sweep` folder (repeat to put several sweeps in one table)")
     parser.add_argument("--no-tune", action="store_true", help="skip the tuned-thresholds rows")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "generalisation.json")
     args = parser.parse_args()
-    table = summary(collect(args.sweep, tune=not args.no_tune))
+    rows: dict = {}
+    for sweep in args.sweep:
+        rows.update(collect(sweep, tune=not args.no_tune))
+    table = summary(rows)
     text = markdown(table)
     print(text)
-    write_record(args.out, {"sweep": str(args.sweep), "table": table, "markdown": text})
+    write_record(args.out, {"sweeps": [str(p) for p in args.sweep], "table": table, "markdown": text})
 
 
 if __name__ == "__main__":
