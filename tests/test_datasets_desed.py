@@ -210,6 +210,7 @@ def test_recipe_runs_end_to_end(desed_root, tmp_path):
     assert (tmp_path / "run" / "eval_events.tsv").is_file()
 
 
+@pytest.mark.slow   # the mean teacher with unlabelled clips trains in the default suite's exact-resume test
 def test_recipe_trains_a_mean_teacher_on_the_unlabelled_clips(desed_root, tmp_path):
     for seed, name in enumerate(["Y-unl0_0.000_10.000.wav", "Y-unl1_0.000_10.000.wav"]):
         write_clip(desed_root / "audio/train/unlabel_in_domain" / name, seed + 40)

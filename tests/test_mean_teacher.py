@@ -79,6 +79,7 @@ def test_teacher_is_the_hand_computed_moving_average():
     assert ema_check() <= 1e-6
 
 
+@pytest.mark.slow   # a JAX subprocess (~30 s); JAX training itself runs in tests/test_backends.py
 @pytest.mark.skipif(__import__("importlib").util.find_spec("jax") is None, reason="jax not installed")
 def test_teacher_is_the_moving_average_under_jax_too():
     """Under JAX the EMA is state returned by the compiled step (no callback could see it)."""

@@ -251,6 +251,7 @@ def check_outputs(workdir, rows, seeds):
     assert (workdir / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow   # real trainings; the orchestration is pinned with fake_training in the default suite
 def test_two_points_two_seeds_end_to_end_then_rerun_trains_nothing(tmp_path, tiny_recipe, monkeypatch):
     import sedweak.training
 

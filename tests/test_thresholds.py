@@ -55,6 +55,7 @@ def test_segment_criterion_and_bad_arguments():
         tune_thresholds({"a.wav": probs}, {"a.wav": reference}, CLASSES, FPS, POST, grid=(0.0, 0.5))
 
 
+@pytest.mark.slow   # a training; tune_thresholds itself is pinned by hand-computed tests above
 def test_training_tunes_saves_and_uses_the_thresholds(tmp_path, tiny_recipe):
     from sedweak.config import load_config
     from sedweak.models.saving import load_model
