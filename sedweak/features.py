@@ -44,7 +44,7 @@ import numpy as np
 
 from sedweak.config import FeatureConfig
 
-__all__ = ["LogmelStream", "logmel_batch", "logmel_librosa", "mel_matrix", "stft_window"]
+__all__ = ["LogmelStream", "logmel_batch", "logmel_librosa", "mel_matrix", "mix_logmels", "shift_bands", "stft_window"]
 
 
 def mel_matrix(sample_rate_hz: int, n_fft: int, n_mels: int, mel_min_hz: float,
@@ -146,3 +146,24 @@ class LogmelStream:
         self._frames += count
         return np.ascontiguousarray((10.0 * np.log10(np.maximum(mel_power, self.config.amin_power))).T,
                                     dtype=np.float32)
+
+
+# Operations on log-mels in dB (augmentation, mixing, self-supervised positives).
+
+def mix_logmels(a_db: np.ndarray, b_db: np.ndarray, b_gain_db: float) -> np.ndarray:
+    """Log-mel of the sum of two signals' mel powers (b scaled by ``b_gain_db``)."""
+    return (10.0 * np.logaddexp(a_db * np.log(10) / 10, (b_db + b_gain_db) * np.log(10) / 10) / np.log(10)
+            ).astype(np.float32)
+
+
+def shift_bands(x: np.ndarray, bands: int) -> np.ndarray:
+    """(frames, n_mels) rolled by ``bands`` along mel (up when > 0), the vacated bins
+    filled with the edge bin they came from (no wrap-around of low into high frequencies)."""
+    if bands == 0:
+        return x
+    out = np.empty_like(x)
+    if bands > 0:
+        out[:, bands:], out[:, :bands] = x[:, :-bands], x[:, :1]
+    else:
+        out[:, :bands], out[:, bands:] = x[:, -bands:], x[:, -1:]
+    return out

@@ -24,7 +24,7 @@ def tiny_wrapped(ema_decay=0.9, consistency_weight=2.0, rampup_epochs=0.0):
     import keras
 
     from sedweak.models.crnn import build_crnn
-    from sedweak.training.mean_teacher import wrap
+    from sedweak.models.mean_teacher import wrap
     from sedweak.training.trainer import compile_model
 
     config = load_config(None, TINY + [f"train.mean_teacher.ema_decay={ema_decay}",
@@ -49,7 +49,7 @@ def batch(seed=0, masked_from=None):
 
 def test_consistency_ramp_values():
     """exp(-5 (1 - t)^2): exp(-5) at the start, exp(-1.25) half way, 1 from the end on."""
-    from sedweak.training.mean_teacher import consistency_ramp
+    from sedweak.models.mean_teacher import consistency_ramp
 
     values = [float(consistency_ramp(step, 10)) for step in (0, 5, 10, 30)]
     assert values == pytest.approx([math.exp(-5), math.exp(-1.25), 1.0, 1.0], rel=1e-6)
@@ -121,7 +121,7 @@ def test_fully_unlabelled_clips_train_by_consistency_only():
 def test_saved_mean_teacher_loads_frozen_and_unwraps_to_a_plain_crnn(tmp_path):
     import keras
 
-    from sedweak.training.mean_teacher import MeanTeacher, unwrap
+    from sedweak.models.mean_teacher import MeanTeacher, unwrap
 
     model = tiny_wrapped()
     x, y = batch(3, masked_from=3)

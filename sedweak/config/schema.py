@@ -283,7 +283,7 @@ class MeanTeacherConfig:
     """Mean teacher (Tarvainen & Valpola 2017), as in the DCASE task 4 baseline: an EMA copy
     of the model (the teacher) whose frame and clip outputs the student must match (MSE,
     the consistency loss) on every clip of a batch, labelled or not; the teacher becomes the
-    trained model. See ``sedweak.training.mean_teacher``."""
+    trained model. See ``sedweak.models.mean_teacher``."""
 
     enabled: bool = False
     ema_decay: float = 0.999  # DESED baseline; warm start min(decay, 1 - 1 / (step + 1))

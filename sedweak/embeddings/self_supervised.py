@@ -30,7 +30,7 @@ import numpy as np
 
 from sedweak.config.schema import SELF_SUPERVISED_METHODS as POSITIVE_METHODS
 from sedweak.embeddings.sampling import EpochBatches
-from sedweak.training.batches import mix_logmels, shift_bands
+from sedweak.features import mix_logmels, shift_bands
 
 
 

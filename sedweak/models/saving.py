@@ -85,7 +85,7 @@ def load_model(path: str | Path, compile: bool = False):
     import sedweak.losses  # noqa: F401  (registers custom objects)
     import sedweak.models.frontend  # noqa: F401
     import sedweak.models.layers  # noqa: F401
-    from sedweak.training.mean_teacher import MeanTeacher  # a mean-teacher run's checkpoints
+    from sedweak.models.mean_teacher import MeanTeacher  # a mean-teacher run's checkpoints
 
     path = Path(path)
     if not path.is_file():

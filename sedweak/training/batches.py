@@ -15,15 +15,10 @@ import keras
 import numpy as np
 
 from sedweak.config import AugmentConfig
+from sedweak.features import mix_logmels, shift_bands
 from sedweak.losses import MASKED
 from sedweak.training.sampling import balanced_order, positive_mean_weights
 from sedweak.training.targets import unite_targets
-
-
-def mix_logmels(a_db: np.ndarray, b_db: np.ndarray, b_gain_db: float) -> np.ndarray:
-    """Log-mel of the sum of two signals' mel powers (b scaled by ``b_gain_db``)."""
-    return (10.0 * np.logaddexp(a_db * np.log(10) / 10, (b_db + b_gain_db) * np.log(10) / 10) / np.log(10)
-            ).astype(np.float32)
 
 
 class ClipBatches(keras.utils.PyDataset):
@@ -181,19 +176,6 @@ def mixup(rng: np.random.Generator, x: np.ndarray, strong: np.ndarray, weak: np.
     new_strong = np.where((strong < 0) | (strong[perm] < 0), MASKED, new_strong)
     new_weak = np.where((weak < 0) | (weak[perm] < 0), MASKED, new_weak)
     return mixed.astype(np.float32), new_strong.astype(np.float32), new_weak.astype(np.float32)
-
-
-def shift_bands(x: np.ndarray, bands: int) -> np.ndarray:
-    """(frames, n_mels) rolled by ``bands`` along mel (up when > 0), the vacated bins
-    filled with the edge bin they came from (no wrap-around of low into high frequencies)."""
-    if bands == 0:
-        return x
-    out = np.empty_like(x)
-    if bands > 0:
-        out[:, bands:], out[:, :bands] = x[:, :-bands], x[:, :1]
-    else:
-        out[:, :bands], out[:, bands:] = x[:, -bands:], x[:, -1:]
-    return out
 
 
 def erases_an_event(strong: np.ndarray, start: int, width: int, time_pooling: int) -> bool:

@@ -186,7 +186,7 @@ def init_from(model, path: str | Path) -> list[str]:
     ``model`` has by name with weights of the same shapes. Returns the names copied;
     :class:`UserError` when none is (another architecture)."""
     from sedweak.models.saving import load_model
-    from sedweak.training.mean_teacher import unwrap
+    from sedweak.models.mean_teacher import unwrap
 
     source, _ = load_model(path)
     source = unwrap(source, "teacher")

@@ -124,7 +124,7 @@ def compile_model(model, config: Config, steps_per_epoch: int = 1) -> None:
 def model_for_run(config: Config, info: ModelInfo, checkpoints: Path, resume: bool, steps_per_epoch: int):
     """A fresh compiled model, or the last checkpoint's when resuming. Returns (model, state).
 
-    With ``train.mean_teacher`` the model is a :class:`~sedweak.training.mean_teacher.MeanTeacher`
+    With ``train.mean_teacher`` the model is a :class:`~sedweak.models.mean_teacher.MeanTeacher`
     (student + EMA teacher); :func:`fit` returns the plain CRNN it keeps.
 
     Under ``train.mixed_precision`` the layers are built (or loaded) with the mixed policy,
@@ -153,7 +153,7 @@ def model_for_run(config: Config, info: ModelInfo, checkpoints: Path, resume: bo
         if policy != "float32":
             log.info("dtype policy %s; float32 layers: %s", policy, keep_float32(model))
         if config.train.mean_teacher.enabled:  # the teacher copies the student's layer dtypes
-            from sedweak.training.mean_teacher import wrap
+            from sedweak.models.mean_teacher import wrap
 
             model = wrap(model, config.train.mean_teacher, steps_per_epoch)
     compile_model(model, config, steps_per_epoch)
@@ -216,7 +216,7 @@ def fit(config: Config, workdir: Path, data: PreparedData, resume: bool = False,
                       epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
                       shuffle=False)  # ClipBatches orders the clips by (seed, epoch); Keras would
             # shuffle the batch order with the global NumPy RNG, which a resume cannot restore
-    from sedweak.training.mean_teacher import unwrap
+    from sedweak.models.mean_teacher import unwrap
 
     best, _ = load_model(checkpoints / "best.keras")
     return unwrap(best, config.train.mean_teacher.keep), info, read_state(checkpoints)["epoch"]
