@@ -316,21 +316,19 @@ def _runs(mask: np.ndarray, frames_per_second: float) -> list[tuple[float, float
 def save_saliency(out_dir: str | Path, result: FileSaliency, info, reference: Sequence[Event] | None = None
                   ) -> tuple[Path, Path]:
     """Write ``<stem>.<class>.<method>.png`` and ``.npz`` (maps, logmel, strong_frames, rates)."""
-    import os
+    from sedweak.io_utils import atomic_path
 
     stem = re.sub(r"[^\w.-]+", "_", f"{result.path.stem}.{result.class_name}.{result.method}")
     png = plot_saliency(Path(out_dir) / f"{stem}.png", result.logmel, result.maps, result.events, info,
                         result.class_name, result.method, reference, result.strong_frames)
     npz = Path(out_dir) / f"{stem}.npz"
-    tmp = npz.with_name(f".{npz.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_path(npz) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, **result.maps, logmel=result.logmel, strong_frames=result.strong_frames,
                             frames_per_second=info.features.frames_per_second,
                             model_frames_per_second=info.model_frames_per_second,
                             events_seconds=np.array([[e.onset_seconds, e.offset_seconds] for e in result.events],
                                                     np.float64).reshape(-1, 2),
                             class_name=result.class_name, method=result.method)
-    os.replace(tmp, npz)
     return png, npz
 
 

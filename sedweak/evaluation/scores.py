@@ -37,6 +37,7 @@ import numpy as np
 from sedweak_runtime.inputs import AUDIO_EXTENSIONS
 
 from sedweak.errors import DataError
+from sedweak.io_utils import atomic_path
 from sedweak.labels import Event, LabelError
 
 SCORE_KEYS = ("psds1", "psds2", "intersection.f1")
@@ -84,11 +85,8 @@ def write_scores(folder: str | Path, probabilities: Mapping[str, np.ndarray], cl
     """
     folder = Path(folder)
     for key, frame in score_frames(probabilities, classes, frames_per_second).items():
-        path = folder / f"{key}.tsv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        frame.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-        os.replace(tmp, path)
+        with atomic_path(folder / f"{key}.tsv") as tmp:   # hidden: read_scores skips it
+            frame.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     return folder
 
 

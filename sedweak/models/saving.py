@@ -8,14 +8,13 @@ nothing else. Both files are written atomically.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sedweak.config import FeatureConfig, PostprocessConfig, from_dict, to_dict
 from sedweak.errors import OutputPathError, UserError
-from sedweak.io_utils import atomic_write_json
+from sedweak.io_utils import atomic_path, atomic_write_json
 
 
 class ModelFileError(UserError, FileNotFoundError):
@@ -60,11 +59,9 @@ def save_model(model, path: str | Path, info: ModelInfo) -> Path:
     path = Path(path)
     if path.suffix != ".keras":
         raise OutputPathError(f"{path}: model files end in .keras")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
-    model.save(tmp)
-    atomic_write_json(sidecar_path(path), info.to_json())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:   # .<stem>.<pid>.tmp.keras: Keras wants the suffix
+        model.save(tmp)
+        atomic_write_json(sidecar_path(path), info.to_json())
     return path
 
 
