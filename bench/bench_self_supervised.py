@@ -46,16 +46,14 @@ def bank_recordings(config, split: str):
 
 
 def logmels(config, paths):
-    from sedweak.audio import load_audio
-    from sedweak.features import logmel_librosa
+    from sedweak.features import logmel_file
 
-    return [logmel_librosa(load_audio(p, config.features.sample_rate_hz), config.features) for p in paths]
+    return [logmel_file(p, config.features) for p in paths]
 
 
 def statistics(mels):
-    """Mean and standard deviation of each band over time, standardised over the set."""
-    stats = np.stack([np.concatenate([m.mean(axis=0), m.std(axis=0)]) for m in mels])
-    return stats
+    """(recordings, 2 * n_mels): mean and standard deviation of each band over time."""
+    return np.stack([np.concatenate([m.mean(axis=0), m.std(axis=0)]) for m in mels])
 
 
 def model_embeddings(model, info, mels):

@@ -44,7 +44,7 @@ import numpy as np
 
 from sedweak.config import FeatureConfig
 
-__all__ = ["LogmelStream", "logmel_batch", "logmel_librosa", "mel_matrix", "mix_logmels", "shift_bands", "stft_window"]
+__all__ = ["LogmelStream", "logmel_batch", "logmel_file", "logmel_librosa", "mel_matrix", "mix_logmels", "shift_bands", "stft_window"]
 
 
 def mel_matrix(sample_rate_hz: int, n_fft: int, n_mels: int, mel_min_hz: float,
@@ -147,6 +147,23 @@ class LogmelStream:
         return np.ascontiguousarray((10.0 * np.log10(np.maximum(mel_power, self.config.amin_power))).T,
                                     dtype=np.float32)
 
+
+
+def logmel_file(path, config: FeatureConfig) -> np.ndarray:
+    """(frames, n_mels) dB of an audio file, read in blocks (:func:`sedweak.audio.audio_blocks`:
+    mono, resampled) through :class:`LogmelStream`; AudioError naming the file for a bad one,
+    or one shorter than a feature hop."""
+    from sedweak.audio import AudioError, audio_blocks
+
+    stream, parts, samples = LogmelStream(config), [], 0
+    for block in audio_blocks(path, config.sample_rate_hz):
+        samples += len(block)
+        parts.append(stream.push(block))
+    parts.append(stream.flush())
+    logmel = np.concatenate(parts)
+    if logmel.shape[0] == 0:
+        raise AudioError(f"{path}: {samples} samples, shorter than one feature hop")
+    return logmel
 
 # Operations on log-mels in dB (augmentation, mixing, self-supervised positives).
 

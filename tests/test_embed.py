@@ -15,9 +15,9 @@ from sedweak.embeddings.extract import (
     EmbeddingFileError,
     EmbeddingModelError,
     embed_files,
-    file_logmel,
     read_embeddings,
 )
+from sedweak.features import logmel_file
 from sedweak.models.crnn import build_crnn
 from sedweak.models.saving import ModelInfo, save_model
 
@@ -74,11 +74,11 @@ def test_one_vector_per_file_is_the_mean_of_predicts_windows(crnn, audio):
     np.testing.assert_allclose(embeddings.start_seconds, [0, 0])
     np.testing.assert_allclose(embeddings.end_seconds, [2.5, 0.5])
     np.testing.assert_allclose(np.linalg.norm(embeddings.vectors, axis=1), 1.0, atol=1e-6)
-    long = file_logmel(audio / "long.wav", INFO)
+    long = logmel_file(audio / "long.wav", INFO.features)
     assert long.shape[0] == 250
     by_hand = model.predict_on_batch(windows_at(long, [0, 48, 96, 144, 152]))["embedding"]
     np.testing.assert_allclose(embeddings.vectors[0], unit(np.asarray(by_hand).mean(axis=0)), atol=1e-5)
-    short = model.predict_on_batch(windows_at(file_logmel(audio / "short.wav", INFO), [0]))["embedding"]
+    short = model.predict_on_batch(windows_at(logmel_file(audio / "short.wav", INFO.features), [0]))["embedding"]
     np.testing.assert_allclose(embeddings.vectors[1], unit(np.asarray(short)[0]), atol=1e-5)
 
 
@@ -88,7 +88,7 @@ def test_hop_gives_one_vector_per_window_with_its_times(crnn, audio):
     assert embeddings.files == ("long.wav",) * 3
     np.testing.assert_allclose(embeddings.start_seconds, [0.0, 1.0, 2.0])
     np.testing.assert_allclose(embeddings.end_seconds, [1.0, 2.0, 2.5])
-    logmel = file_logmel(audio / "long.wav", INFO)
+    logmel = logmel_file(audio / "long.wav", INFO.features)
     by_hand = np.asarray(model.predict_on_batch(windows_at(logmel, [0, 100, 200]))["embedding"])
     np.testing.assert_allclose(embeddings.vectors, unit(by_hand), atol=1e-5)
 

@@ -109,26 +109,12 @@ def embed_logmel(run, logmel: np.ndarray, info: ModelInfo, hop_seconds: float | 
     return _unit(vectors), begin, np.minimum(begin + info.clip_frames / fps, duration)
 
 
-def file_logmel(path: str | Path, info: ModelInfo) -> np.ndarray:
-    """(frames, n_mels) of an audio file, read in blocks; AudioError for a bad file."""
-    from sedweak.audio import AudioError, audio_blocks
-    from sedweak.features import LogmelStream
-
-    stream, parts, samples = LogmelStream(info.features), [], 0
-    for block in audio_blocks(path, info.features.sample_rate_hz):
-        samples += len(block)
-        parts.append(stream.push(block))
-    parts.append(stream.flush())
-    logmel = np.concatenate(parts) if parts else np.zeros((0, info.features.n_mels), np.float32)
-    if logmel.shape[0] == 0:
-        raise AudioError(f"{path}: {samples} samples, shorter than one feature hop")
-    return logmel
-
-
 def embed_files(model, info: ModelInfo, items: Sequence[tuple[Path, str]], hop_seconds: float | None = None,
                 model_path: str = "", progress: bool = False) -> tuple[Embeddings, list[tuple[str, str]]]:
     """Embeddings of ``items`` ((path, key) pairs) and the files skipped, as (path, reason):
     a bad file is reported, never the end of the run."""
+    from sedweak.features import logmel_file
+
     if hop_seconds is not None and not hop_seconds > 0:
         raise UserError(f"--hop must be > 0 seconds, got {hop_seconds}")
     run = embedding_function(model, model_path or "the model")
@@ -140,7 +126,7 @@ def embed_files(model, info: ModelInfo, items: Sequence[tuple[Path, str]], hop_s
         iterator = tqdm(items, desc="embed", unit="file")
     for path, key in iterator:
         try:
-            vectors, begin, end = embed_logmel(run, file_logmel(path, info), info, hop_seconds)
+            vectors, begin, end = embed_logmel(run, logmel_file(path, info.features), info, hop_seconds)
         except Exception as err:  # unreadable audio or a failing window: reported, the rest go on
             failed.append((str(path), str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"))
             continue

@@ -51,9 +51,8 @@ def source_files(config: Config) -> list[Path]:
 
 def source_logmels(config: Config, files: list[Path], progress: bool = False
                    ) -> tuple[list[np.ndarray], list[tuple[str, str]]]:
-    """Log-mels of ``files``; a file that cannot be read is skipped and reported."""
-    from sedweak.audio import load_audio
-    from sedweak.features import logmel_librosa
+    """Log-mels of ``files``; a file that cannot be read (or shorter than a hop) is skipped and reported."""
+    from sedweak.features import logmel_file
 
     out, failed = [], []
     iterator = files
@@ -63,14 +62,9 @@ def source_logmels(config: Config, files: list[Path], progress: bool = False
         iterator = tqdm(files, desc="log-mel", unit="file")
     for path in iterator:
         try:
-            logmel = logmel_librosa(load_audio(path, config.features.sample_rate_hz), config.features)
+            out.append(logmel_file(path, config.features))
         except UserError as err:
             failed.append((str(path), str(err)))
-            continue
-        if logmel.shape[0] == 0:
-            failed.append((str(path), "shorter than one feature hop"))
-            continue
-        out.append(logmel)
     return out, failed
 
 
