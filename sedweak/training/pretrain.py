@@ -158,13 +158,12 @@ PRETRAINING_SECTIONS = ("features", "data", "model", "pretrain")
 
 
 def _check_same_pretraining(saved: Config, config: Config, workdir: Path) -> None:
-    from sedweak.training.trainer import WorkdirError, config_changes
+    from sedweak.training.trainer import WorkdirError, config_changes, listed_changes
 
     changed = [c for c in config_changes(saved, config) if c[0].split(".")[0] in PRETRAINING_SECTIONS]
     if changed:
-        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed[:8])
         raise WorkdirError(f"{workdir / 'config.yaml'}: --resume with settings that change the pre-training "
-                           f"({listed}); resume with the saved settings, or use another --workdir")
+                           f"({listed_changes(changed)}); resume with the saved settings, or use another --workdir")
 
 
 def _bank_classes(config: Config) -> tuple[str, ...]:

@@ -308,6 +308,11 @@ def config_changes(saved: Config, new: Config) -> list[tuple[str, object, object
             if old_keys.get(k) != new_keys.get(k)]
 
 
+def listed_changes(changes: list[tuple[str, object, object]], limit: int = 8) -> str:
+    """``key: saved -> new; ...`` for the first ``limit`` changes (:func:`config_changes`)."""
+    return "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes[:limit])
+
+
 def check_workdir(config: Config, workdir: Path, resume: bool) -> list[tuple[str, object, object]]:
     """What a run in ``workdir`` may do, decided before it writes anything.
 
@@ -330,8 +335,8 @@ def check_workdir(config: Config, workdir: Path, resume: bool) -> list[tuple[str
     changes = config_changes(load_config(saved_path), config)
     training = [c for c in changes if c[0].split(".")[0] not in EVALUATION_ONLY_SECTIONS]
     if training:
-        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in training[:8])
-        raise WorkdirError(f"{saved_path}: --resume with settings that change the training ({listed}); "
+        raise WorkdirError(f"{saved_path}: --resume with settings that change the training "
+                           f"({listed_changes(training)}); "
                            "resume with the saved settings, or train in another --workdir (nothing was written)")
     return changes
 
