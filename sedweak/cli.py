@@ -491,5 +491,116 @@ def _export_source(path: Path):
     return model_path, run_config, load_config(run_config).export if path.is_dir() else ExportConfig()
 
 
+def _sizes_option(ctx, param, value):
+    """``--n 1,2,5,all`` -> (1, 2, 5, None); None when not given (the defaults, pruned)."""
+    if value is None:
+        return None
+    try:
+        sizes = tuple(None if part.strip() == "all" else int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected numbers or 'all' separated by commas, got {value!r}") from None
+    if any(n is not None and n < 1 for n in sizes):
+        raise click.BadParameter(f"each n must be >= 1, got {value!r}")
+    return sizes
+
+
+def _labelled_keys(table):
+    """``keep(key)`` accepting the files ``table`` labels (by key, or by file name)."""
+    from pathlib import PurePosixPath
+
+    names = set(table.files) | {PurePosixPath(f).name for f in table.files}
+    return lambda key: key in names or PurePosixPath(key).name in names
+
+
+@main.command()
+@click.argument("source")
+@click.argument("audio", nargs=-1, type=click.Path(exists=True))
+@click.option("--labels", "labels_path", required=True, type=click.Path(exists=True),
+              help="CSV file,label[,fold], an UrbanSound8K metadata CSV, or a folder of class-named subfolders.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Report folder: transfer.md, transfer.json, learning_curve.png.")
+@click.option("--classifier", "classifiers", multiple=True, type=click.Choice(["logistic", "svm", "knn", "mlp"]),
+              help="Repeat to choose several.  [all four]")
+@click.option("--n", "sizes", callback=_sizes_option, default=None, metavar="N,N,...",
+              help="Labelled examples per class ('all': every one); a class too small for one is an error.  "
+                   "[1,2,5,10,20,all, those the data allow]")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Seeded draws of the n examples per split.")
+@click.option("--folds", "stratified_folds", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Stratified k-fold when the labels have no fold column.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def transfer(source, audio, labels_path, out, classifiers, sizes, repeats, stratified_folds, seed):
+    """Learning curves of scikit-learn classifiers on SOURCE's vectors of the labelled files.
+
+    SOURCE: an embeddings .h5 from `sedweak embed`, a .keras model with an embedding output,
+    or `mfcc` (MFCC statistics); the last two read AUDIO files or folders (default: the
+    --labels folder)."""
+    from sedweak.collections.labels import read_labels
+    from sedweak.collections.transfer import TransferSettings, run_transfer
+    from sedweak.collections.transfer_report import write_transfer_report
+    from sedweak.collections.vectors import file_vectors, is_embeddings_file
+    from sedweak.io_utils import check_writable_folder
+
+    try:
+        check_writable_folder(out, "--out")
+        settings = TransferSettings(**{k: v for k, v in {
+            "classifiers": classifiers or None, "examples_per_class": sizes, "repeats": repeats,
+            "stratified_folds": stratified_folds, "seed": seed}.items() if v is not None})
+        table = read_labels(labels_path)
+        if not audio and not is_embeddings_file(source) and Path(labels_path).is_dir():
+            audio = (labels_path,)
+        vectors = file_vectors(source, audio, keep=_labelled_keys(table), progress=True)
+        result = run_transfer(vectors, table, settings, strict_sizes=sizes is not None)
+        paths = write_transfer_report(out, result)
+    except USER_ERRORS as err:
+        _fail(err)
+    for path, why in result.skipped:
+        click.echo(f"skipped {path}: {why}", err=True)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo("\n".join(line for line in paths["markdown"].read_text().splitlines() if line.startswith("|")))
+    click.echo(f"report: {paths['markdown']}, {paths['json'].name}, {paths['png'].name}")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--model", default=None, help="A .keras model with an embedding output, or 'mfcc' (MFCC "
+                                            "statistics). Not with an embeddings .h5 input.")
+@click.option("-k", "clusters", default="auto", show_default=True,
+              help="Number of clusters, or 'auto': the best silhouette over 2..min(20, files - 1).")
+@click.option("--method", type=click.Choice(["kmeans", "agglomerative"]), default="kmeans", show_default=True)
+@click.option("--representatives", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Files listed per cluster, closest to its centroid first.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Report folder: clusters.md, clusters.json, clusters.csv, map.png.")
+def cluster(inputs, model, clusters, method, representatives, seed, out):
+    """Group audio files (folders) by similarity of their embeddings, or an embeddings .h5."""
+    from sedweak.collections.cluster import ClusterSettings, cluster_vectors, write_cluster_report
+    from sedweak.collections.vectors import file_vectors, is_embeddings_file
+    from sedweak.io_utils import check_writable_folder
+
+    if clusters != "auto" and not (clusters.isdigit() and int(clusters) >= 1):
+        raise click.BadParameter(f"expected 'auto' or a whole number >= 1, got {clusters!r}", param_hint="-k")
+    try:
+        check_writable_folder(out, "--out")
+        settings = ClusterSettings(method, None if clusters == "auto" else int(clusters),
+                                   representatives_per_cluster=representatives, seed=seed)
+        embedded = len(inputs) == 1 and is_embeddings_file(inputs[0])
+        if embedded == (model is not None):
+            raise click.UsageError("give audio with --model, or a single embeddings .h5 without it")
+        vectors = file_vectors(inputs[0], ()) if embedded else file_vectors(model, inputs, progress=True)
+        x = vectors.for_distances()
+        clustering = cluster_vectors(x, settings)
+        paths = write_cluster_report(out, clustering, x, vectors.files, vectors.source, vectors.skipped)
+    except USER_ERRORS as err:
+        _fail(err)
+    for path, why in vectors.skipped:
+        click.echo(f"skipped {path}: {why}", err=True)
+    sizes = [int((clustering.assignments == c).sum()) for c in range(clustering.clusters)]
+    click.echo(f"{len(vectors)} files in {clustering.clusters} clusters (sizes {', '.join(map(str, sizes))})"
+               + (f", {len(vectors.skipped)} skipped" if vectors.skipped else "") + f" -> {paths['markdown']}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
