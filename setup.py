@@ -47,6 +47,7 @@ setup(
         "ai-edge-litert>=2.3",
         # sed_eval's dcase_util imports pkg_resources, which newer setuptools no longer ship.
         "setuptools>=65,<80",
+        "faiss-cpu>=1.8",  # ANN for `sedweak search` over millions of windows; binary wheels (hnswlib: sdist only)
     ],
     extras_require={
         # jax: tests/test_backends.py trains under KERAS_BACKEND=jax (jaxlib CPU wheel, ~350 MB

@@ -602,5 +602,76 @@ def cluster(inputs, model, clusters, method, representatives, seed, out):
                + (f", {len(vectors.skipped)} skipped" if vectors.skipped else "") + f" -> {paths['markdown']}")
 
 
+@main.command("index")
+@click.argument("audio_dir", type=click.Path(file_okay=False))
+@click.option("--model", required=True, type=click.Path(dir_okay=False), help="A .keras model with an `embedding` output.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Index folder: created, or brought up to date when it exists (sedweak.collections.index).")
+@click.option("--hop", "hop_seconds", type=float, default=None,
+              help="Seconds between window starts (default: half the model's clip; fixed once the index exists).")
+@click.option("--strict", is_flag=True, help="Exit non-zero when any file failed (the others are still indexed).")
+def index_command(audio_dir, model, out, hop_seconds, strict):
+    """Index every window of the audio files under AUDIO_DIR; rerun to embed only new or changed files."""
+    from sedweak.collections.index import update_index
+    from sedweak.io_utils import check_writable_folder
+
+    try:
+        check_writable_folder(out, "--out")
+        if hop_seconds is not None and not hop_seconds > 0:
+            raise click.BadParameter(f"must be > 0 seconds, got {hop_seconds}", param_hint="--hop")
+        report = update_index(audio_dir, out, model, hop_seconds, progress=True)
+    except USER_ERRORS as err:
+        _fail(err)
+    for key, why in report.failed:
+        click.echo(f"skipped {key}: {why}", err=True)
+    click.echo(f"{out}: {report.rows} windows in {report.shards} shards; embedded {len(report.embedded)} files, "
+               f"kept {report.unchanged}, removed {len(report.removed)}"
+               + (f", {len(report.failed)} failed (retried on the next run)" if report.failed else ""))
+    if strict and report.failed:
+        raise click.ClickException(f"--strict: {len(report.failed)} files failed")
+
+
+@main.command("search")
+@click.argument("query", type=click.Path(exists=True, dir_okay=False))
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False), help="Folder of `sedweak index`.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Matches to return.")
+@click.option("--per-file", is_flag=True, help="Keep each file's best window only.")
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "exact", "faiss", "hnsw"]),
+              help="exact (numpy), faiss (IVF) or hnsw (faiss graph); auto: exact up to 200k windows.")
+@click.option("--query-windows", default="mean", show_default=True, type=click.Choice(["mean", "each"]),
+              help="A long query: one vector (mean of its windows) or every window (a match's best).")
+@click.option("--model", type=click.Path(dir_okay=False), help="The index's model at another path (same SHA-256).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the matches as JSON.")
+def search_command(query, index_dir, k, per_file, backend, query_windows, model, json_out):
+    """The K windows of the index most like QUERY (cosine of the index model's embeddings)."""
+    from sedweak.collections.index import IndexFileError, load_index
+    from sedweak.collections.search import check_index_model, embed_query, make_backend, matches_json, top_matches
+    from sedweak.io_utils import atomic_write_json, check_writable
+    from sedweak.models.saving import ModelFileError, load_model
+
+    try:
+        if json_out:
+            check_writable(json_out, "--json")
+        index = load_index(index_dir)
+        if not len(index):
+            raise IndexFileError(f"{index_dir}: no window indexed (every file failed?)")
+        model_path = Path(model or index.manifest.model.path)
+        if not model_path.is_file():
+            raise ModelFileError(f"{model_path}: the index's model is not there; give its new path with --model")
+        check_index_model(model_path, index)
+        keras_model, info = load_model(model_path)
+        queries = embed_query(keras_model, info, query, index.manifest.hop_seconds, query_windows)
+        backend, searcher = make_backend(index, backend, index_dir=index_dir)
+        matches = top_matches(index, searcher, queries, k, per_file)
+    except USER_ERRORS as err:
+        _fail(err)
+    click.echo(f"{'rank':>4}  {'score':>6}  {'start_s':>8}  {'end_s':>8}  file")
+    for rank, match in enumerate(matches, 1):
+        click.echo(f"{rank:>4}  {match.score:6.3f}  {match.start_seconds:8.2f}  {match.end_seconds:8.2f}  {match.file}")
+    if json_out:
+        atomic_write_json(Path(json_out), matches_json(query, index, backend, k, per_file, query_windows, matches))
+        click.echo(f"-> {json_out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -10,6 +10,10 @@
   :mod:`sedweak.collections.transfer_report` their tables (mean ± 95 % CI) and plot.
 * :mod:`sedweak.collections.cluster`: k-means / agglomerative clustering with k chosen by
   silhouette, representatives per cluster (``sedweak cluster``).
+* :mod:`sedweak.collections.index`: an incrementally updated, resumable index of per-window
+  embeddings of a sound folder (``sedweak index``).
+* :mod:`sedweak.collections.search`: query-by-example over that index, exact (numpy) or
+  approximate (faiss IVF / HNSW) cosine search (``sedweak search``).
 
 Nothing is imported here: each module pulls in scikit-learn or TensorFlow only where used.
 """
