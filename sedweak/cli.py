@@ -436,8 +436,11 @@ def saliency(model, inputs, class_name, method, out_dir, event_frames, reference
 @click.option("--check/--no-check", default=None,
               help="Compare with the Keras model on the check inputs within the mode's tolerance (a smoke run "
                    "on silence, extremes and real clips always happens).  [recipe export.check, else on]")
+@click.option("--with-embedding/--without-embedding", default=None,
+              help="Keep the model's L2-normalised clip embedding in the file: sedweak-detect --embeddings "
+                   "returns one unit vector per file.  [recipe export.with_embedding, else off]")
 def export(model, out, mode, staged, streaming, whole_clip, waveform_input, calibration, full_integer, gru_steps, chunk_frames,
-           lookahead_frames, check):
+           lookahead_frames, check, with_embedding):
     """Convert MODEL (a .keras file, or a run folder: its model.keras and the export section of its
     config.yaml) to a batch-1 TFLite file with builtin ops only, checked before it is written."""
     import dataclasses
@@ -456,7 +459,7 @@ def export(model, out, mode, staged, streaming, whole_clip, waveform_input, cali
         model_path, run_config, settings = _export_source(Path(model))
         flags = {"mode": mode, "graph": graph, "waveform_input": waveform_input, "calibration": calibration,
                  "full_integer": full_integer, "gru_steps": gru_steps, "chunk_frames": chunk_frames,
-                 "lookahead_frames": lookahead_frames, "check": check}
+                 "lookahead_frames": lookahead_frames, "check": check, "with_embedding": with_embedding}
         settings = ExportConfig(**{**dataclasses.asdict(settings), **{k: v for k, v in flags.items() if v is not None}})
         if settings.calibration.endswith((".yaml", ".yml")):
             run_config, settings = Path(settings.calibration), dataclasses.replace(settings, calibration="train")
@@ -469,13 +472,17 @@ def export(model, out, mode, staged, streaming, whole_clip, waveform_input, cali
                f"{' full-integer' if settings.full_integer else ''}, {settings.resolved_graph.replace('_', '-')}"
                f"{f' ({settings.gru_steps} GRU steps per call)' if settings.resolved_graph == 'staged' else ''}"
                f"{f' ({settings.chunk_frames}-frame chunks)' if settings.resolved_graph == 'streaming' else ''}, "
-               f"{'waveform' if settings.waveform_input else 'log-mel'} input, builtin ops only")
+               f"{'waveform' if settings.waveform_input else 'log-mel'} input"
+               f"{', with the clip embedding' if settings.with_embedding else ''}, builtin ops only")
     click.echo("ops: " + ", ".join(f"{name} x{n}" for name, n in report.ops.items()))
     click.echo(f"ran on {len(report.inputs)} check inputs (silence, -80 dBFS and clipped noise, 0.3 s, 65 s, "
                f"{len(report.inputs) - 5} sound-bank clips) without a crash")
     if report.max_abs_diff:
         click.echo("max |tflite - keras|: " + ", ".join(f"{k} {v:.2e}" for k, v in report.max_abs_diff.items())
                    + f" (tolerance {report.tolerance:g})")
+    if report.min_cosine:
+        click.echo("min cosine(tflite, keras): " + ", ".join(f"{k} {v:.6f}" for k, v in report.min_cosine.items())
+                   + f" (tolerance {report.cosine_tolerance:g})")
 
 
 def _export_source(path: Path):

@@ -239,3 +239,28 @@ def test_export_of_a_run_folder_uses_its_recipe_export_section(tiny_model, tmp_p
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     typo = CliRunner().invoke(main, ["export", str(run)])
     assert typo.exit_code != 0 and "gru_staps" in typo.output               # typed: unknown keys are errors
+
+
+def test_cli_export_with_embedding(tmp_path, monkeypatch):
+    """`sedweak export --with-embedding --check`: the file keeps the embedding, the sidecar
+    says so, and the report gives its cosine with Keras within the stated tolerance
+    (the 5 synthetic check inputs only, to keep this test short)."""
+    from click.testing import CliRunner
+    from test_streaming import _saved_tiny_and_calibration_audio
+
+    import sedweak.export.checks as checks
+    from sedweak.cli import main
+    from sedweak.export import EMBEDDING_MIN_COSINE
+
+    monkeypatch.setattr(checks, "bank_waveforms", lambda rate, count: [])
+
+    model_path, _ = _saved_tiny_and_calibration_audio(tmp_path, bidirectional=True)
+    out = tmp_path / "e.tflite"
+    result = CliRunner().invoke(main, ["export", str(model_path), "--with-embedding", "--out", str(out), "--check"])
+    assert result.exit_code == 0, result.output
+    assert "log-mel input, with the clip embedding, builtin ops only" in result.output
+    line = next(row for row in result.output.splitlines() if row.startswith("min cosine(tflite, keras): embedding"))
+    assert float(line.split()[4]) >= EMBEDDING_MIN_COSINE["float32"] and "(tolerance 0.9999)" in line
+    meta = json.loads((tmp_path / "e.tflite.json").read_text())
+    assert meta["format"] == "sedweak-tflite-2" and meta["embedding"]["output"] == "embedding"
+    assert [o["name"] for o in meta["outputs"]] == ["strong", "weak", "embedding"]

@@ -102,8 +102,9 @@ def test_no_input_crashes_and_outputs_stay_within_tolerance(tmp_path, pooling, v
         export_staged(model, info, out, mode, 10, calibration, full_integer, waveform_input=waveform_input)
     else:
         export_streaming(model, info, out, 20, mode, calibration)
-    diffs = run_checks(out, info, _inputs(), reference)          # raises ExportError on a crash
-    assert set(diffs) == ({"strong"} if graph == "streaming" else {"strong", "weak"})
+    parity = run_checks(out, info, _inputs(), reference)          # raises ExportError on a crash
+    diffs = parity.max_abs_diff
+    assert set(diffs) == ({"strong"} if graph == "streaming" else {"strong", "weak"}) and not parity.min_cosine
     assert max(diffs.values()) <= TOLERANCES[mode], diffs
     if mode == "int8":
         assert "WHILE" not in tflite_ops(out)
@@ -132,14 +133,14 @@ def test_a_file_that_crashes_is_refused_before_it_is_written(tmp_path, monkeypat
     from sedweak.export import ExportError, export_model
 
     model, info = _model("linear_softmax", True)
-    real = sedweak_runtime.Detector.frame_probabilities
+    real = sedweak_runtime.Detector.window_outputs
 
-    def abort_on_silence(self, waveform):
-        if not np.any(waveform):
+    def abort_on_silence(self, window):           # digital silence: every log-mel frame at the -100 dB floor
+        if np.all(window <= -99.0):
             raise RuntimeError("tflite/kernels/div.cc:262 data[i] != zero_point was not true.")
-        return real(self, waveform)
+        return real(self, window)
 
-    monkeypatch.setattr(sedweak_runtime.Detector, "frame_probabilities", abort_on_silence)
+    monkeypatch.setattr(sedweak_runtime.Detector, "window_outputs", abort_on_silence)
     out = tmp_path / "m.tflite"
     with pytest.raises(ExportError, match="digital silence.*div.cc"):
         export_model(model, info, out, ExportConfig(mode="float32", check=False), bank_clips=0)
@@ -155,3 +156,118 @@ def test_int8_files_keep_the_weak_head_and_every_division_float(tmp_path):
     assert {t for name, t in types.items() if name.startswith("weak")} == {"FLOAT32"}
     assert quantized_ops(out, ("DIV",)) == []
     assert any(t == "INT8" for name, t in types.items() if "conv_block" in name)       # the body stays int8
+
+
+# ----------------------------------------------------------------------------- --with-embedding
+
+# every graph x every mode it offers, the embedding kept: variant -> (graph, mode, full_integer, waveform_input)
+EMBEDDING_VARIANTS = {
+    "whole_clip float32": ("whole_clip", "float32", False, False),
+    "whole_clip float16": ("whole_clip", "float16", False, False),
+    "whole_clip dynamic": ("whole_clip", "dynamic", False, False),
+    "whole_clip float32 waveform-input": ("whole_clip", "float32", False, True),
+    "staged float32": ("staged", "float32", False, False),
+    "staged float16": ("staged", "float16", False, False),
+    "staged dynamic": ("staged", "dynamic", False, False),
+    "staged int8": ("staged", "int8", False, False),
+    "staged int8 full-integer": ("staged", "int8", True, False),
+    "staged int8 waveform-input": ("staged", "int8", False, True),
+    "streaming float32": ("streaming", "float32", False, False),
+    "streaming float16": ("streaming", "float16", False, False),
+    "streaming dynamic": ("streaming", "dynamic", False, False),
+    "streaming int8": ("streaming", "int8", False, False),
+    "streaming int8 full-integer": ("streaming", "int8", True, False),
+    "streaming int16x8": ("streaming", "int16x8", False, False),
+}
+# the default suite: one variant per graph, int8 where the graph offers it (~20 s); the rest with -m slow
+EMBEDDING_DEFAULT = ("whole_clip float32", "staged int8", "streaming int8")
+
+
+def _embedding_inputs():
+    """Silence, the extremes, 0.3 s, 65 s and 3 sound-bank clips (the full 20 are run by the
+    slow variants' export, `sedweak export --with-embedding --check`, through check_tflite)."""
+    from sedweak.export import check_inputs
+
+    if "embedding inputs" not in _CACHE:
+        _, info = _model("linear_softmax", True)
+        _CACHE["embedding inputs"] = check_inputs(info, bank_clips=3)
+    return _CACHE["embedding inputs"]
+
+
+def _embedding_reference(bidirectional: bool):
+    from sedweak.export.checks import reference_outputs
+
+    key = ("embedding", bidirectional)
+    if key not in _CACHE:
+        model, info = _model("linear_softmax", bidirectional)
+        _CACHE[key] = (model, info, reference_outputs(model, info, _embedding_inputs(), embedding=True))
+    return _CACHE[key]
+
+
+def _embedding_file(variant: str, tmp_path_factory):
+    """(the variant's file exported --with-embedding, model, info, reference), once per session."""
+    graph, mode, full_integer, waveform_input = EMBEDDING_VARIANTS[variant]
+    model, info, reference = _embedding_reference(bidirectional=graph != "streaming")
+    if ("file", variant) not in _CACHE:
+        out = tmp_path_factory.mktemp("embedding") / "e.tflite"
+        _CACHE[("file", variant)] = _export_with_embedding(model, info, out, *EMBEDDING_VARIANTS[variant])
+    return _CACHE[("file", variant)], model, info, reference
+
+
+def _export_with_embedding(model, info, out, graph, mode, full_integer, waveform_input):
+    from sedweak.export import export_staged, export_streaming, export_tflite
+
+    calibration = _calibration(info, waveform_input) if mode in ("int8", "int16x8") else None
+    if graph == "whole_clip":
+        return export_tflite(model, info, out, mode, waveform_input, with_embedding=True)
+    if graph == "staged":
+        return export_staged(model, info, out, mode, 10, calibration, full_integer, waveform_input=waveform_input,
+                             with_embedding=True)
+    return export_streaming(model, info, out, 20, mode, calibration, full_integer, with_embedding=True)
+
+
+@pytest.mark.parametrize("variant", [pytest.param(v, marks=[] if v in EMBEDDING_DEFAULT else [pytest.mark.slow])
+                                     for v in EMBEDDING_VARIANTS])
+def test_with_embedding_every_graph_and_mode_is_unit_norm_and_close_to_keras(tmp_path_factory, variant):
+    """Silence, extremes and bank clips: the file's clip embedding is finite and unit-norm
+    (run_checks refuses it otherwise) and its cosine with the Keras model's embedding (of the
+    same windows, or of the whole input for a stream) reaches EMBEDDING_MIN_COSINE.
+    Measured (linear-softmax tiny models): float32 >= 0.9999999, float16 0.999995, dynamic
+    1.0 (tensors too small to quantize), int8 0.980 staged / 0.986 streamed, int16x8 0.9996."""
+    import sedweak_runtime
+
+    from sedweak.export import EMBEDDING_MIN_COSINE, TOLERANCES, read_sidecar
+    from sedweak.export.checks import run_checks
+
+    graph, mode, _, _ = EMBEDDING_VARIANTS[variant]
+    out, _, info, reference = _embedding_file(variant, tmp_path_factory)
+    parity = run_checks(out, info, _embedding_inputs(), reference)
+    assert set(parity.min_cosine) == {"embedding"}
+    assert parity.min_cosine["embedding"] >= EMBEDDING_MIN_COSINE[mode], parity
+    assert max(parity.max_abs_diff.values()) <= TOLERANCES[mode], parity          # strong / weak unchanged
+    section = read_sidecar(out)["embedding"]
+    assert section["dim"] == 64 and section["finish"] == ("final" if graph == "whole_clip" else "mean_then_l2")
+    detector = sedweak_runtime.Detector(out)
+    _, silence = _embedding_inputs()[0]
+    _, embedding = detector.stitched_outputs([silence])
+    assert embedding.shape == (64,) and embedding.dtype == np.float32
+    assert abs(float(np.linalg.norm(embedding)) - 1.0) < 1e-5
+
+
+def test_a_file_whose_embedding_is_not_unit_norm_is_refused(tmp_path_factory, monkeypatch):
+    """The smoke check's unit-norm rule (a zero or unscaled embedding fails, naming the input)."""
+    import sedweak_runtime
+
+    from sedweak.export import ExportError
+    from sedweak.export.checks import run_checks
+
+    out, _, info, _ = _embedding_file("whole_clip float32", tmp_path_factory)
+    real = sedweak_runtime.Detector.stitched_outputs
+
+    def unscaled(self, blocks):
+        probabilities, embedding = real(self, blocks)
+        return probabilities, 2.0 * embedding
+
+    monkeypatch.setattr(sedweak_runtime.Detector, "stitched_outputs", unscaled)
+    with pytest.raises(ExportError, match="e.tflite: the clip embedding .* norm 2.*'digital silence'"):
+        run_checks(out, info, _embedding_inputs()[:1])

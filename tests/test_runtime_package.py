@@ -22,7 +22,8 @@ RATE = 16000
 BLOCKED = ["tensorflow", "keras", "sedweak", "librosa", "scipy"]
 PUBLIC = ["Detector", "StagedModel", "StreamingModel", "StreamingLogMel", "logmel", "mel_matrix", "median_filter",
           "odd_window_frames", "probabilities_to_events", "strong_tsv_text", "window_starts", "to_model",
-          "from_model", "Event", "SIDECAR_FORMAT", "STAGED_FORMAT", "STRONG_HEADER", "main"]
+          "from_model", "Event", "SIDECAR_FORMAT", "STAGED_FORMAT", "STRONG_HEADER", "main", "FileResult",
+          "RunningMean", "l2_normalize", "EMBEDDING_SIDECAR_FORMAT", "SIDECAR_FORMATS"]
 
 
 def _tiny_model_and_info():
@@ -38,13 +39,16 @@ def _tiny_model_and_info():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """{"float32": whole-clip .tflite, "streaming": streaming .tflite} of one tiny model."""
+    """{"float32": whole-clip .tflite, "streaming": streaming .tflite, "embedding": whole-clip
+    --with-embedding .tflite} of one tiny model, and "keras": (model, info)."""
     from sedweak.export import export_streaming, export_tflite
 
     model, info = _tiny_model_and_info()
     root = tmp_path_factory.mktemp("runtime_models")
     return {"float32": export_tflite(model, info, root / "m.tflite", "float32"),
-            "streaming": export_streaming(model, info, root / "s.tflite", chunk_frames=20)}
+            "streaming": export_streaming(model, info, root / "s.tflite", chunk_frames=20),
+            "embedding": export_tflite(model, info, root / "e.tflite", "float32", with_embedding=True),
+            "keras": (model, info)}
 
 
 @pytest.fixture
@@ -383,3 +387,79 @@ def test_detect_file_streams_from_disk_and_equals_the_whole_file(model, tmp_path
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] < 1.3 * peaks[0], peaks
+
+
+# ----------------------------------------------------------------------------- clip embeddings
+
+
+def test_embeddings_flag_writes_one_unit_vector_per_file(exported, tmp_path, capsys):
+    """--embeddings OUT.npz: arrays 'embeddings' (N, E) float32 unit-norm and 'files' (N,)
+    keyed as the TSV; each the mean of the file's window embeddings, re-normalised, as
+    `sedweak embed` (Keras; measured 1e-7)."""
+    from sedweak.embeddings.extract import embed_logmel, embedding_function
+    from sedweak.features import logmel_file
+
+    _wav(tmp_path / "in" / "a" / "long.wav", 5.3, seed=7)           # several windows
+    _wav(tmp_path / "in" / "short.wav", 0.4, seed=8)
+    (tmp_path / "in" / "bad.wav").write_bytes(b"RIFF nonsense")
+    out, npz = tmp_path / "events.tsv", tmp_path / "emb.npz"
+    code, stdout, err = _run(capsys, exported["embedding"], tmp_path / "in", "--out", out, "--embeddings", npz)
+    assert code == 0, err
+    assert f"2 clip embeddings of 64 -> {npz}" in stdout and "skipped" in err
+    with np.load(npz) as saved:                                     # no pickle needed
+        files, vectors = list(saved["files"]), saved["embeddings"]
+    assert files == ["a/long.wav", "short.wav"] and _keys(out) <= set(files)
+    assert vectors.shape == (2, 64) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+    model, info = exported["keras"]
+    for key, vector in zip(files, vectors):
+        keras_vector = embed_logmel(embedding_function(model), logmel_file(tmp_path / "in" / key, info.features), info)[0][0]
+        assert np.abs(vector - keras_vector).max() < 1e-4
+    result = sedweak_runtime.Detector(exported["embedding"]).analyse_file(tmp_path / "in" / "short.wav")
+    np.testing.assert_allclose(result.embedding, vectors[1], atol=1e-7)
+    assert result.probabilities.shape == (10, 3) and isinstance(result.events, list)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_embeddings_from_a_file_without_one_is_an_error_naming_it(exported, tmp_path, capsys):
+    clip, out, npz = _wav(tmp_path / "a.wav"), tmp_path / "events.tsv", tmp_path / "emb.npz"
+    code, _, err = _run(capsys, exported["float32"], clip, "--out", out, "--embeddings", npz)
+    assert code == 2 and not out.exists() and not npz.exists()
+    assert err.startswith(f"error: {exported['float32']}: --embeddings, but this model file has no clip embedding")
+    assert "--with-embedding" in err
+    code, _, err = _run(capsys, exported["embedding"], clip, "--out", out, "--embeddings", tmp_path / "emb.h5")
+    assert code == 2 and "must end in .npz" in err
+    detector = sedweak_runtime.Detector(exported["float32"])
+    assert detector.embedding is None and detector.analyse_file(clip).embedding is None
+    with pytest.raises(ValueError, match=r"m\.tflite: no clip embedding in this file"):
+        detector.require_embedding()
+
+
+def test_sidecar_formats_old_and_new(exported, tmp_path):
+    """Format 1 (no embedding) still loads, an 'embedding' key in it is ignored; format 2
+    must carry a known embedding section."""
+    model = tmp_path / "x.tflite"
+    model.write_bytes(exported["embedding"].read_bytes())
+    new = json.loads(open(str(exported["embedding"]) + ".json").read())
+    assert new["format"] == sedweak_runtime.EMBEDDING_SIDECAR_FORMAT == "sedweak-tflite-2"
+    assert json.loads(open(str(exported["float32"]) + ".json").read())["format"] == "sedweak-tflite-1"
+    model.with_name("x.tflite.json").write_text(json.dumps({**new, "format": "sedweak-tflite-1"}))
+    assert "embedding" not in sedweak_runtime.read_sidecar(model)
+    for broken, message in [({k: v for k, v in new.items() if k != "embedding"}, r"missing keys \['embedding'\]"),
+                            ({**new, "embedding": {**new["embedding"], "finish": "median"}}, "need a finish of"),
+                            ({**new, "embedding": {"finish": "final"}}, r"embedding\.output")]:
+        model.with_name("x.tflite.json").write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match=message):
+            sedweak_runtime.read_sidecar(model)
+
+
+def test_running_mean_and_l2_normalize():
+    mean = sedweak_runtime.RunningMean(3)
+    with pytest.raises(ValueError, match="no frames yet"):
+        mean.result()
+    mean.add(np.array([[3.0, 0.0, 0.0]]))
+    mean.add(np.zeros((0, 3)))
+    mean.add(np.array([[0.0, 4.0, 0.0], [0.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(mean.result(), [0.6, 0.8, 0.0], atol=1e-7)
+    assert mean.count == 3
+    np.testing.assert_array_equal(sedweak_runtime.l2_normalize(np.zeros(4)), np.zeros(4, np.float32))   # as Keras

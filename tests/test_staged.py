@@ -175,3 +175,25 @@ def test_staged_dynamic_stores_int8_weights_and_stays_close(tmp_path):
     assert np.abs(run_staged_file(path, logmel)["strong"] - expected).max() < 0.05
     with pytest.raises(ValueError, match="int16x8"):
         export_staged(model, info, tmp_path / "x.tflite", "int16x8", calibration=[logmel[0]])
+
+
+def test_staged_with_embedding_head_emits_frames_whose_mean_is_the_keras_embedding(tmp_path):
+    """The head's per-frame projections, averaged and L2-normalised by the runtime, are the
+    model's embedding (float32: measured 1.2e-7); the sidecar records it (format 2)."""
+    from sedweak.export import EMBEDDING_SIDECAR_FORMAT, read_sidecar
+    from sedweak.export.staged import export_staged, keras_staged_model
+
+    model, info = _tiny(bidirectional=True)
+    logmel = _window(info, seed=5)
+    expected = np.asarray(model.predict_on_batch(logmel)["embedding"])
+    library = keras_staged_model(model, info, 7, with_embedding=True)(logmel)
+    assert library["embedding"].shape == (1, 64) and np.abs(library["embedding"] - expected).max() < 1e-5
+    path = export_staged(model, info, tmp_path / "e.tflite", "float32", steps=7, with_embedding=True)
+    meta = read_sidecar(path)
+    assert meta["format"] == EMBEDDING_SIDECAR_FORMAT
+    assert meta["embedding"] == {"output": "embedding_frames", "signature": "head", "dim": 64, "finish": "mean_then_l2"}
+    assert meta["outputs"][-1] == {"name": "embedding_frames", "shape": [1, 50, 64]}
+    assert sorted(meta["staged"]["tensors"]["head"]["outputs"]) == ["embedding_frames", "strong", "weak"]
+    device = _runtime().Detector(path).staged(logmel)
+    assert np.abs(device["embedding"] - expected).max() < 1e-5 and "embedding_frames" not in device
+    assert np.abs(device["strong"] - np.asarray(model.predict_on_batch(logmel)["strong"])).max() < 1e-5

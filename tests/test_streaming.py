@@ -282,3 +282,55 @@ def test_int8_export_refuses_a_data_movement_op_with_two_quantizations(tmp_path)
     assert found and found[0].startswith("REVERSE_V2"), "TF now keeps one scale across REVERSE_V2: update export/README"
     with pytest.raises(ExportError, match="data-movement ops"):
         convert_saved_model(tmp_path / "sm", "int8", representative)
+
+
+def test_streaming_with_embedding_keeps_a_running_mean_equal_to_the_offline_embedding(tmp_path):
+    """A forward-only model streamed in pieces: the running embedding equals the Keras
+    embedding of the whole input (measured 1.5e-7); a new stream starts it afresh."""
+    from sedweak.export.streaming import export_streaming
+    from sedweak.features import logmel_librosa
+
+    model, info = _tiny(bidirectional=False)
+    path = export_streaming(model, info, tmp_path / "e.tflite", chunk_frames=20, with_embedding=True)
+    meta = _runtime().read_sidecar(path)
+    assert meta["embedding"]["finish"] == "mean_then_l2" and meta["outputs"][-1]["shape"] == [1, 5, 64]
+    detector = _runtime().Detector(path)
+    waves = [0.1 * np.random.default_rng(seed).standard_normal(n).astype(np.float32) for seed, n in ((4, 33_000),
+                                                                                                     (5, 9_000))]
+    for wave in waves:                   # the second stream must not carry the first one's frames
+        offline = model.predict_on_batch(logmel_librosa(wave, info.features)[np.newaxis])
+        list(detector.stream(wave[i:i + 1234] for i in range(0, len(wave), 1234)))
+        got = detector.stream_embedding()
+        assert got.shape == (64,) and abs(float(np.linalg.norm(got)) - 1.0) < 1e-6
+        assert np.abs(got - np.asarray(offline["embedding"])[0]).max() < 1e-5
+    probabilities, embedding = detector.stitched_outputs([waves[1]])
+    assert np.abs(embedding - got).max() < 1e-6 and probabilities.shape == (14, 3)
+
+
+def test_with_embedding_refuses_a_model_without_one_naming_it(tmp_path):
+    """--with-embedding on a model without an 'embedding' output (or, for the loop-free
+    graphs, without the CRNN's embedding head) is an ExportSettingsError naming the model,
+    raised before any calibration."""
+    import keras
+
+    from sedweak.config import ExportConfig
+    from sedweak.errors import ExportSettingsError
+    from sedweak.export import export_model, export_tflite
+    from sedweak.export.staged import export_staged
+
+    model, info = _tiny(bidirectional=False)
+    bare = keras.Model(model.input, {k: model.output[k] for k in ("strong", "weak")}, name="bare_crnn")
+    with pytest.raises(ExportSettingsError, match=r"bare_crnn.*no 'embedding' output \(outputs: strong, weak\)"):
+        export_tflite(bare, info, tmp_path / "a.tflite", with_embedding=True)
+    for graph in ("staged", "streaming"):
+        settings = ExportConfig(mode="int8", graph=graph, calibration=str(tmp_path / "nowhere"), with_embedding=True)
+        with pytest.raises(ExportSettingsError, match="runs/bare.keras: --with-embedding"):
+            export_model(bare, info, tmp_path / "b.tflite", settings, source="runs/bare.keras")
+    other = keras.Model(model.input, {**{k: model.output[k] for k in ("strong", "weak")},
+                                      "embedding": keras.layers.Dense(4, name="other_head")(model.output["weak"])},
+                        name="other_crnn")
+    with pytest.raises(ExportSettingsError, match="other_crnn.*CRNN's embedding head.*export it whole-clip"):
+        export_staged(other, info, tmp_path / "c.tflite", "float32", with_embedding=True)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="with_embedding must be true or false"):
+        ExportConfig(with_embedding="yes")

@@ -11,8 +11,8 @@ them). ``MODEL.tflite.json`` (written by ``sedweak export``) must sit next to th
 Modules: ``audio`` (checked block reading), ``frontend`` (numpy log-mel), ``windows``
 (cutting and stitching long inputs), ``events`` (post-processing, TSV), ``models`` (tensor
 conversion, streaming step, staged model), ``interpreter`` (LiteRT, quietly), ``detector``
-(audio -> events), ``inputs`` (files and their keys), ``sidecar`` (formats, reading), ``cli``
-(``sedweak-detect``). ``sedweak`` itself uses ``audio``, ``windows``, ``inputs`` and ``interpreter``.
+(audio -> events), ``embedding`` (clip embeddings: finishing, running means), ``inputs`` (files
+and their keys), ``sidecar`` (formats, reading), ``cli`` (``sedweak-detect``). ``sedweak`` itself uses ``audio``, ``windows``, ``inputs`` and ``interpreter``.
 """
 
 from __future__ import annotations
@@ -21,17 +21,19 @@ import json  # noqa: F401  (kept as an attribute: older callers used ``sedweak_r
 
 from .cli import main
 from .audio import file_blocks, read_audio, read_blocks
-from .detector import Detector
+from .detector import Detector, FileResult
+from .embedding import RunningMean, l2_normalize
 from .events import STRONG_HEADER, Event, median_filter, odd_window_frames, probabilities_to_events, strong_tsv_text
 from .frontend import StreamingLogMel, frames_to_logmel, logmel, mel_matrix
 from .models import StagedModel, StreamingModel, from_model, to_model
-from .sidecar import SIDECAR_FORMAT, STAGED_FORMAT, read_sidecar, sidecar_path
+from .sidecar import EMBEDDING_SIDECAR_FORMAT, SIDECAR_FORMAT, SIDECAR_FORMATS, STAGED_FORMAT, read_sidecar, sidecar_path
 from .windows import WindowGrid, WindowStitcher, window_starts
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Detector", "Event", "SIDECAR_FORMAT", "STAGED_FORMAT", "STRONG_HEADER", "StagedModel", "StreamingLogMel",
+    "Detector", "EMBEDDING_SIDECAR_FORMAT", "Event", "FileResult", "RunningMean", "SIDECAR_FORMAT", "SIDECAR_FORMATS",
+    "l2_normalize", "STAGED_FORMAT", "STRONG_HEADER", "StagedModel", "StreamingLogMel",
     "StreamingModel", "frames_to_logmel", "from_model", "logmel", "main", "median_filter", "mel_matrix",
     "WindowGrid", "WindowStitcher", "file_blocks", "odd_window_frames", "probabilities_to_events", "read_audio", "read_blocks",
     "read_sidecar", "sidecar_path", "strong_tsv_text", "to_model", "window_starts",

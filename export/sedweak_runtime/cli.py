@@ -1,6 +1,11 @@
 """``sedweak-detect``: sound events in audio files and folders -> one DESED strong TSV.
 
-    sedweak-detect MODEL.tflite INPUT [INPUT ...] --out EVENTS.tsv [--threads N] [--stream] [--strict] [--quiet]
+    sedweak-detect MODEL.tflite INPUT [INPUT ...] --out EVENTS.tsv [--embeddings EMB.npz] [--threads N]
+                   [--stream] [--strict] [--quiet]
+
+``--embeddings``: one clip embedding per processed file (a model exported ``sedweak export
+--with-embedding``), as a numpy ``.npz`` with arrays ``embeddings`` (N, E) float32 of unit
+length and ``files`` (N,) str, the keys of the TSV, in the same order.
 
 Exit status: 0 when at least one file was processed (1 with ``--strict`` if any was
 skipped), 1 when none was, 2 for a bad model / sidecar or bad arguments.
@@ -12,6 +17,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from .detector import Detector
 from .events import Event, strong_tsv_text
@@ -46,16 +53,38 @@ def _reason(err: Exception, path: Path) -> str:
     return text or "error"
 
 
-def write_tsv(events: dict[str, list[Event]], out: Path) -> None:
-    """The strong TSV, written to a temporary file beside ``out`` then renamed over it."""
+def _write_atomically(out: Path, write) -> None:
+    """``write(binary file)`` into a temporary file beside ``out``, then renamed over it."""
     temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        with open(temporary, "w", encoding="utf-8", newline="\n") as f:
-            f.write(strong_tsv_text(events))
+        with open(temporary, "wb") as f:
+            write(f)
         os.replace(temporary, out)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def write_tsv(events: dict[str, list[Event]], out: Path) -> None:
+    """The strong TSV, written to a temporary file beside ``out`` then renamed over it."""
+    _write_atomically(out, lambda f: f.write(strong_tsv_text(events).encode("utf-8")))
+
+
+def write_embeddings(embeddings: dict[str, np.ndarray], out: Path) -> None:
+    """``.npz`` with ``embeddings`` (N, E) float32 and ``files`` (N,) str (the keys, in order),
+    written to a temporary file beside ``out`` then renamed over it (readable without pickle)."""
+    files = np.array(list(embeddings), dtype=str)
+    vectors = np.stack(list(embeddings.values())).astype(np.float32)
+    _write_atomically(out, lambda f: np.savez(f, embeddings=vectors, files=files))
+
+
+def _checked_output(path: Path, flag: str, suffix: str | None = None) -> Path:
+    """``path`` as an output file: its folder must exist, it must not be a folder (UsageError)."""
+    if not path.parent.is_dir() or path.is_dir():
+        raise UsageError(f"{flag} {path}: " + ("is a folder" if path.is_dir() else f"no folder {path.parent}"))
+    if suffix and path.suffix != suffix:
+        raise UsageError(f"{flag} {path}: must end in {suffix}")
+    return path
 
 
 class _Progress:
@@ -92,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="audio files, or folders searched recursively for "
                              f"{' '.join(AUDIO_EXTENSIONS)} files; at the model's sample rate")
     parser.add_argument("--out", required=True, help="events TSV to write (DESED strong format)")
+    parser.add_argument("--embeddings", metavar="EMB.npz",
+                        help="also write each file's clip embedding: arrays 'embeddings' (N, E) and 'files' (N,) "
+                             "(needs a model exported with `sedweak export --with-embedding`)")
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     parser.add_argument("--stream", action="store_true",
                         help="feed each file in 0.1 s pieces through the streaming step, as a microphone "
@@ -109,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.threads < 1:
             raise UsageError(f"--threads {args.threads}: need at least 1")
-        if not out.parent.is_dir() or out.is_dir():
-            raise UsageError(f"--out {out}: " + ("is a folder" if out.is_dir() else f"no folder {out.parent}"))
+        _checked_output(out, "--out")
+        embeddings_out = _checked_output(Path(args.embeddings), "--embeddings", ".npz") if args.embeddings else None
         items, missing = audio_inputs(args.inputs)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -124,16 +156,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.model}: --stream needs a model exported with `sedweak export --streaming`",
               file=sys.stderr)
         return 2
+    if embeddings_out is not None and detector.embedding is None:
+        print(f"error: {args.model}: --embeddings, but this model file has no clip embedding (export it with "
+              "`sedweak export --with-embedding`)", file=sys.stderr)
+        return 2
 
     for text in missing:
         print(f"skipped {text}: no such file or folder", file=sys.stderr)
     skipped = len(missing)
     events: dict[str, list[Event]] = {}
+    embeddings: dict[str, np.ndarray] = {}
     progress = _Progress(len(items), not args.quiet and len(items) > PROGRESS_MIN_FILES)
     for index, (key, path) in enumerate(items, 1):
         progress.show(index, key)
         try:
-            events[key] = detector.detect_file(path, name=key, stream=args.stream)
+            result = detector.analyse_file(path, name=key, stream=args.stream)
+            events[key] = result.events
+            if result.embedding is not None:
+                embeddings[key] = result.embedding
         except Exception as err:  # one bad clip never ends the batch (interpreter RuntimeErrors included)
             progress.clear()
             print(f"skipped {path}: {_reason(err, path)}", file=sys.stderr)
@@ -146,11 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         write_tsv(events, out)
+        if embeddings_out is not None:
+            write_embeddings(embeddings, embeddings_out)
     except OSError as err:
-        print(f"error: cannot write {out}: {err}", file=sys.stderr)
+        print(f"error: cannot write {err.filename or out}: {err}", file=sys.stderr)
         return 2
     note = f" ({skipped} skipped)" if skipped else ""
     print(f"{sum(map(len, events.values()))} events in {len(events)} files -> {out}{note}")
+    if embeddings_out is not None:
+        print(f"{len(embeddings)} clip embeddings of {detector.embedding['dim']} -> {embeddings_out}")
     return 1 if args.strict and skipped else 0
 
 

@@ -11,6 +11,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from .embedding import RunningMean, window_embedding
 from .sidecar import STAGED_FORMAT
 
 Runner = Callable[..., Mapping[str, np.ndarray]]
@@ -36,10 +37,17 @@ class StreamingModel:
     frames beyond the stream's ends) and carries the forward GRU states; int8 inputs and
     outputs are quantized / dequantized with the sidecar's scale and zero point.
     ``runner(logmel=, mask=, state_0=, ...) -> {"strong": ..., "state_0": ..., ...}``.
+
+    A file with an embedding (``meta["embedding"]``, per-frame projections) also gives each
+    step's ``embedding_frames``: their running sum and count make :meth:`embedding`, the
+    model's embedding of everything pushed since the last :meth:`reset` (a stream ended by
+    ``push(final=True)`` keeps it until the next push starts a new stream).
     """
 
     def __init__(self, runner: Runner, meta: dict):
         self._runner, self.meta = runner, meta
+        self._embedding = meta.get("embedding")
+        self._mean = RunningMean(self._embedding["dim"]) if self._embedding else None
         stream = meta["streaming"]
         self.chunk, self.context, self.pool = stream["chunk_frames"], stream["context_frames"], meta["time_pooling"]
         self.width = self.chunk + stream.get("lookahead_frames", 0) + 2 * self.context   # frames per step
@@ -50,7 +58,16 @@ class StreamingModel:
         self._states = [np.zeros((1, u), np.float32) for u in self.meta["streaming"]["state_units"]]
         self._frames = np.zeros((self.context, self.meta["features"]["n_mels"]), np.float32)  # left edge
         self._valid = np.zeros(self.context, np.float32)
-        self._seen, self._emitted = 0, 0
+        self._seen, self._emitted, self._ended = 0, 0, False
+        if self._mean is not None:
+            self._mean.reset()
+
+    def embedding(self) -> np.ndarray:
+        """(E,) float32 unit-norm: the L2-normalised mean of the per-frame projections of every
+        model frame emitted since the last :meth:`reset` (the stream so far)."""
+        if self._mean is None:
+            raise ValueError("this streaming file has no clip embedding (exported without --with-embedding)")
+        return self._mean.result()
 
     def _to_model(self, name: str, x: np.ndarray) -> np.ndarray:
         return to_model(x, self._tensors["inputs"][name])
@@ -58,17 +75,24 @@ class StreamingModel:
     def _from_model(self, name: str, x: np.ndarray) -> np.ndarray:
         return from_model(x, self._tensors["outputs"][name])
 
-    def _step(self) -> np.ndarray:
+    def _step(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """One chunk: (strong (C // P, K), per-frame embedding projections (C // P, E) or None)."""
         inputs = {"logmel": self._frames[np.newaxis, :self.width], "mask": self._valid[np.newaxis, :self.width],
                   **{f"state_{i}": s for i, s in enumerate(self._states)}}
         out = self._runner(**{k: self._to_model(k, v) for k, v in inputs.items()})
         self._states = [self._from_model(f"state_{i}", out[f"state_{i}"]) for i in range(len(self._states))]
         self._frames, self._valid = self._frames[self.chunk:], self._valid[self.chunk:]
-        return self._from_model("strong", np.asarray(out["strong"]))[0]
+        frames = None
+        if self._embedding is not None:
+            name = self._embedding["output"]
+            frames = self._from_model(name, np.asarray(out[name]))[0]
+        return self._from_model("strong", np.asarray(out["strong"]))[0], frames
 
     def push(self, frames: np.ndarray, final: bool = False) -> np.ndarray:
         """(n, n_mels) new feature frames -> (m, classes) model frames now complete (m may be 0).
         ``final``: end of stream; pads the right edge and returns the rest."""
+        if self._ended:                       # the previous stream ended: this push starts a new one
+            self.reset()
         self._frames = np.concatenate([self._frames, frames.astype(np.float32)])
         self._valid = np.concatenate([self._valid, np.ones(len(frames), np.float32)])
         self._seen += len(frames)
@@ -79,11 +103,13 @@ class StreamingModel:
             self._valid = np.concatenate([self._valid, np.zeros(pad, np.float32)])
         outputs = [np.zeros((0, len(self.meta["classes"])), np.float32)]
         while self._emitted < total and (final or len(self._valid) >= self.width):
-            probs = self._step()[:total - self._emitted]
+            probs, frames = self._step()
+            probs = probs[:total - self._emitted]            # frames past the stream's end are dropped
+            if self._mean is not None:
+                self._mean.add(frames[:len(probs)])
             outputs.append(probs)
             self._emitted += len(probs)
-        if final:
-            self.reset()
+        self._ended = final
         return np.concatenate(outputs)
 
 
@@ -118,6 +144,7 @@ class StagedModel:
         staged = _staged_layout(meta)
         self.steps, self.layers, self._tensors = staged["steps"], staged["layers"], staged["tensors"]
         self._input = meta["input"]["name"]                                # logmel or waveform
+        self._embedding = meta.get("embedding")                            # None: no embedding output
         missing = sorted(set(self._tensors) - set(runners))
         if missing:
             raise ValueError(f"staged model: no runner for signature(s) {', '.join(missing)}")
@@ -172,8 +199,12 @@ class StagedModel:
 
     def __call__(self, window: np.ndarray) -> dict[str, np.ndarray]:
         """(1, clip_frames, n_mels) dB, or (1, clip_samples) for a waveform-input file ->
-        {"strong": (1, T', K), "weak": (1, K)}."""
+        {"strong": (1, T', K), "weak": (1, K)} and, for a file with an embedding,
+        ``"embedding"`` (1, E): the head's per-frame projections averaged, L2-normalised."""
         x = self._call("conv", {self._input: window})["features"][0]          # (T', D)
         for layer in self.layers:
             x = self._recurrent(x, layer)
-        return self._call("head", {"x": x[None]})
+        out = self._call("head", {"x": x[None]})
+        if self._embedding is not None:
+            out["embedding"] = window_embedding(out.pop(self._embedding["output"]), self._embedding["finish"])
+        return out

@@ -466,9 +466,13 @@ class ExportConfig:
     full_integer: bool = False  # int8 inputs and outputs too
     waveform_input: bool = False  # the log-mel front end inside the graph (kept float32)
     check: bool = True  # compare with the Keras model on the check inputs (a smoke run always happens)
+    # keep the model's L2-normalised clip embedding in the file (the runtime returns it per file)
+    with_embedding: bool = False
 
     def __post_init__(self) -> None:
         _check(self.mode in EXPORT_MODES, f"export.mode must be one of {EXPORT_MODES}, got {self.mode!r}")
+        _check(isinstance(self.with_embedding, bool),
+               f"export.with_embedding must be true or false, got {self.with_embedding!r}")
         _check(self.graph in EXPORT_GRAPHS, f"export.graph must be one of {EXPORT_GRAPHS}, got {self.graph!r}")
         _check(self.calibration_clips > 0, "export.calibration_clips must be > 0")
         _check(self.gru_steps > 0, "export.gru_steps must be > 0")

@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 
 from sedweak.config import EXPORT_MODES, ExportConfig
-from sedweak.export.checks import TOLERANCES, ExportCheck, check_inputs, check_tflite
+from sedweak.export.checks import EMBEDDING_MIN_COSINE, TOLERANCES, ExportCheck, check_inputs, check_tflite
 from sedweak.errors import ExportSettingsError
 from sedweak.export.convert import ExportError, convert_saved_model
 from sedweak.export.flatbuffer import (
@@ -36,12 +36,13 @@ from sedweak.export.flatbuffer import (
     requantizing_copies,
     tflite_ops,
 )
-from sedweak.export.sidecar import SIDECAR_FORMAT, read_sidecar, sidecar_path
+from sedweak.export.graph import embedding_dim, embedding_projection
+from sedweak.export.sidecar import EMBEDDING_SIDECAR_FORMAT, SIDECAR_FORMAT, read_sidecar, sidecar_path
 from sedweak.export.staged import export_staged
 from sedweak.export.streaming import export_streaming
 from sedweak.export.whole_clip import export_tflite, run_tflite
 
-__all__ = ["EXPORT_MODES", "SIDECAR_FORMAT", "TOLERANCES", "ExportCheck", "ExportConfig", "ExportError",
+__all__ = ["EMBEDDING_MIN_COSINE", "EMBEDDING_SIDECAR_FORMAT", "EXPORT_MODES", "SIDECAR_FORMAT", "TOLERANCES", "ExportCheck", "ExportConfig", "ExportError",
            "buffer_sizes", "check_inputs", "check_tflite", "convert_saved_model", "export_model",
            "export_staged", "export_streaming", "export_tflite", "flatbuffer_tensor_types", "quantized_ops",
            "read_sidecar", "requantizing_copies", "run_tflite", "sidecar_path", "tflite_ops"]
@@ -54,11 +55,14 @@ def export_model(model, info, out: str | Path, settings: ExportConfig, run_confi
     ``run_config``: the run's ``config.yaml``, where ``settings.calibration == "train"``
     finds its training split. The file is written under a temporary name, smoke-run on
     :func:`check_inputs` (and compared with ``model`` when ``settings.check``), and only
-    then renamed to ``out``: a refused file leaves nothing behind.
+    then renamed to ``out``: a refused file leaves nothing behind. ``settings.with_embedding``:
+    the file keeps the model's clip embedding (checked for a unit norm and, with ``check``,
+    for its cosine similarity with Keras, :data:`EMBEDDING_MIN_COSINE`).
 
     Raises:
         ExportError: the conversion failed or the file failed a check.
-        ValueError: settings that do not go together.
+        ValueError: settings that do not go together, or ``with_embedding`` for a model
+            without an embedding output (:class:`ExportSettingsError`, naming it).
     """
     out = Path(out)
     graph = settings.resolved_graph
@@ -72,19 +76,23 @@ def export_model(model, info, out: str | Path, settings: ExportConfig, run_confi
         raise ExportSettingsError("--lookahead-frames applies to --streaming exports")
     if graph == "streaming" and settings.waveform_input:
         raise ExportSettingsError("--streaming takes log-mel frames (the runtime's streaming front end makes them)")
+    if settings.with_embedding:          # refused before any calibration is spent
+        check_head = embedding_dim if graph == "whole_clip" else embedding_projection
+        check_head(model, source or f"model {model.name!r}")
     clips = _calibration(settings, info, run_config) if settings.mode in ("int8", "int16x8") else None
     partial = out.with_name(f".{out.stem}.partial{out.suffix}")
     try:
         if graph == "staged":
             export_staged(model, info, partial, settings.mode, settings.gru_steps, clips, settings.full_integer,
-                          source, settings.waveform_input)
+                          source, settings.waveform_input, settings.with_embedding)
         elif graph == "streaming":
             export_streaming(model, info, partial, settings.chunk_frames, settings.mode, clips,
-                             settings.full_integer, source, settings.lookahead_frames)
+                             settings.full_integer, source, settings.lookahead_frames, settings.with_embedding)
         else:
             if settings.full_integer:
                 raise ExportSettingsError("--full-integer applies to int8 exports")
-            export_tflite(model, info, partial, settings.mode, settings.waveform_input, source)
+            export_tflite(model, info, partial, settings.mode, settings.waveform_input, source,
+                          settings.with_embedding)
         report = check_tflite(partial, info, model if settings.check else None, bank_clips)
         os.replace(sidecar_path(partial), sidecar_path(out))
         os.replace(partial, out)

@@ -9,6 +9,10 @@
 3. **Parity** (``sedweak export --check``): the same inputs through the Keras model;
    the largest |tflite - keras| of the frame probabilities (and of the weak output, on
    the first window) must stay within the mode's :data:`TOLERANCES`.
+
+A file with a clip embedding (``--with-embedding``) must give a finite, unit-norm
+embedding on every input (:data:`UNIT_NORM_TOLERANCE`), and with parity its cosine
+similarity with the Keras model's must reach the mode's :data:`EMBEDDING_MIN_COSINE`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ from sedweak.export.sidecar import clip_samples, read_sidecar
 # decimal digits; dynamic-range and int8 round activations to 8 bits (trained models:
 # see export/README.md for the measured values, well inside these bounds).
 TOLERANCES = {"float32": 1e-4, "float16": 2e-2, "dynamic": 0.15, "int8": 0.25, "int16x8": 0.1}
+# Min cosine(tflite, keras) of the clip embedding on the check inputs, per mode (a cosine,
+# not a |difference|, so that the tolerance does not depend on E; int8 quantizes the
+# per-frame projections). Measured on tiny random CRNNs (tests/test_export_matrix.py):
+# float32 0.9999999, float16 0.999995, int8 0.980 (staged) / 0.986 (streaming), int16x8 0.9996.
+EMBEDDING_MIN_COSINE = {"float32": 0.9999, "float16": 0.999, "dynamic": 0.99, "int8": 0.95, "int16x8": 0.98}
+UNIT_NORM_TOLERANCE = 1e-3    # | |embedding| - 1 | a file may show on any input (float32 rounding: ~1e-7)
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,17 @@ class ExportCheck:
     max_abs_diff: dict[str, float] = field(default_factory=dict)
     inputs: tuple[str, ...] = ()
     tolerance: float | None = None
+    min_cosine: dict[str, float] = field(default_factory=dict)    # "embedding" -> min cosine(tflite, keras)
+    cosine_tolerance: float | None = None
+
+
+@dataclass(frozen=True)
+class Parity:
+    """What :func:`run_checks` measured: output name -> max |tflite - keras| (``strong``,
+    ``weak``) and -> min cosine similarity (``embedding``); empty without a reference."""
+
+    max_abs_diff: dict[str, float] = field(default_factory=dict)
+    min_cosine: dict[str, float] = field(default_factory=dict)
 
 
 def check_inputs(info: ModelInfo, bank_clips: int = 20, seed: int = 0) -> list[tuple[str, np.ndarray]]:
@@ -89,7 +110,7 @@ def bank_waveforms(rate: int, count: int) -> list[tuple[str, np.ndarray]]:
     return [(c.relative_path, load_audio(c.path, rate)) for c in chosen[:count]]
 
 
-def _keras_outputs(model, info: ModelInfo, waveform: np.ndarray) -> dict[str, np.ndarray]:
+def _keras_outputs(model, info: ModelInfo, waveform: np.ndarray, embedding: bool = False) -> dict[str, np.ndarray]:
     """What the Keras model gives for one input, in the forms the files are compared on:
 
     ``strong``         frame probabilities of the whole input (as ``sedweak predict``);
@@ -98,6 +119,11 @@ def _keras_outputs(model, info: ModelInfo, waveform: np.ndarray) -> dict[str, np
         waveform, features computed on that window alone (what a waveform-input file sees);
     ``whole_strong``   the whole input in one call, the recurrence never restarted (what a
         streaming file computes).
+
+    With ``embedding``, (E,) vectors too: ``file_embedding`` (the windows' embeddings
+    averaged and re-normalised, as ``sedweak embed`` and the runtime's per-file result),
+    ``window_embedding`` (the first window alone) and ``whole_embedding`` (the whole input
+    in one call).
     """
     from sedweak.export.calibration import fit_waveform, fit_window
     from sedweak.features import logmel_librosa
@@ -107,55 +133,93 @@ def _keras_outputs(model, info: ModelInfo, waveform: np.ndarray) -> dict[str, np
     first = model.predict_on_batch(fit_window(logmel, info)[np.newaxis])
     window = logmel_librosa(fit_waveform(waveform, info), info.features)
     alone = model.predict_on_batch(fit_window(window, info)[np.newaxis])
-    whole = model.predict_on_batch(logmel[np.newaxis])["strong"] if len(logmel) >= info.time_pooling else None
-    return {"strong": predict_logmel(model, logmel, info), "weak": np.asarray(first["weak"])[0],
-            "window_strong": np.asarray(alone["strong"])[0], "window_weak": np.asarray(alone["weak"])[0],
-            "whole_strong": None if whole is None else np.asarray(whole)[0]}
+    whole = model.predict_on_batch(logmel[np.newaxis]) if len(logmel) >= info.time_pooling else None
+    out = {"strong": predict_logmel(model, logmel, info), "weak": np.asarray(first["weak"])[0],
+           "window_strong": np.asarray(alone["strong"])[0], "window_weak": np.asarray(alone["weak"])[0],
+           "whole_strong": None if whole is None else np.asarray(whole["strong"])[0]}
+    if embedding:
+        from sedweak.embeddings.extract import embed_logmel, embedding_function
+
+        out["file_embedding"] = embed_logmel(embedding_function(model), logmel, info)[0][0]
+        out["window_embedding"] = np.asarray(alone["embedding"])[0]
+        out["whole_embedding"] = None if whole is None else np.asarray(whole["embedding"])[0]
+    return out
 
 
 def _device_outputs(detector, info: ModelInfo, waveform: np.ndarray) -> dict[str, np.ndarray]:
     """The file's outputs on one input, keyed like :func:`_keras_outputs`: every file gives
     ``strong`` (the whole input, windows stitched by the runtime); whole-clip and staged
-    files also give the first window's outputs (``weak``, or ``window_*`` for waveform input)."""
+    files also give the first window's outputs (``weak``, or ``window_*`` for waveform
+    input). A file with an embedding gives its per-file result (``file_embedding``, or
+    ``whole_embedding`` for a streaming file) and, for waveform input, ``window_embedding``."""
     from sedweak.export.calibration import fit_waveform, fit_window
     from sedweak.features import logmel_librosa
 
+    probabilities, embedding = detector.stitched_outputs([waveform])
     if detector.streaming is not None:                              # no weak output
-        return {"whole_strong": detector.frame_probabilities(waveform)}
-    out = {"strong": detector.frame_probabilities(waveform)}
+        out = {"whole_strong": probabilities}
+        return out if embedding is None else {**out, "whole_embedding": embedding}
+    out = {"strong": probabilities} if embedding is None else {"strong": probabilities, "file_embedding": embedding}
     if detector.meta["input"]["kind"] == "waveform":
         window = detector.window_outputs(fit_waveform(waveform, info))
-        return {**out, "window_strong": np.asarray(window["strong"])[0], "window_weak": np.asarray(window["weak"])[0]}
+        out.update(window_strong=np.asarray(window["strong"])[0], window_weak=np.asarray(window["weak"])[0])
+        if "embedding" in window:
+            out["window_embedding"] = np.asarray(window["embedding"])[0]
+        return out
     window = detector.window_outputs(fit_window(logmel_librosa(waveform, info.features), info))
     return {**out, "weak": np.asarray(window["weak"])[0]}
 
 
-def reference_outputs(model, info: ModelInfo, inputs) -> list[dict[str, np.ndarray]]:
-    """The Keras model's outputs (:func:`_keras_outputs`) for each input."""
-    return [_keras_outputs(model, info, waveform) for _, waveform in inputs]
+def reference_outputs(model, info: ModelInfo, inputs, embedding: bool = False) -> list[dict[str, np.ndarray]]:
+    """The Keras model's outputs (:func:`_keras_outputs`) for each input; ``embedding``: with
+    its clip embeddings (for files exported ``--with-embedding``)."""
+    return [_keras_outputs(model, info, waveform, embedding) for _, waveform in inputs]
 
 
-def run_checks(path: str | Path, info: ModelInfo, inputs, reference=None) -> dict[str, float]:
+def _compared(detector) -> dict[str, str]:
+    """output name -> the key of :func:`_keras_outputs` / :func:`_device_outputs` it is judged on.
+
+    A waveform-input file computes each window's features from that window alone: its
+    stitched track differs from whole-file features at window edges, so its parity is
+    judged on one window (its stitched track is still run, for crashes). A streaming file
+    never restarts its recurrence: compared with the model run over the whole input."""
+    if detector.meta["input"]["kind"] == "waveform":
+        return {"strong": "window_strong", "weak": "window_weak", "embedding": "window_embedding"}
+    if detector.streaming is not None:
+        return {"strong": "whole_strong", "embedding": "whole_embedding"}
+    return {"strong": "strong", "weak": "weak", "embedding": "file_embedding"}
+
+
+def _check_unit_norms(path, name: str, got: dict[str, np.ndarray]) -> None:
+    """Every embedding of one input unit-norm, else :class:`ExportError` naming the file and input."""
+    for key, vector in got.items():
+        norm = float(np.linalg.norm(vector)) if key.endswith("embedding") else 1.0
+        if abs(norm - 1.0) > UNIT_NORM_TOLERANCE:
+            raise ExportError(f"{path}: the clip embedding ({key}) has norm {norm:.6g}, not 1, on the check "
+                              f"input '{name}'")
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+
+def run_checks(path: str | Path, info: ModelInfo, inputs, reference=None) -> Parity:
     """Every input through the device runtime; with ``reference`` (:func:`reference_outputs`
     of the same inputs), max |tflite - keras| per output (``strong`` over all frames,
-    ``weak`` on the first window; streaming files have no weak output). Bidirectional
-    streaming files are an approximation: no parity, empty result.
+    ``weak`` on the first window; streaming files have no weak output) and, for a file with
+    an embedding, the min cosine similarity of its clip embeddings (reference made with
+    ``embedding=True``). Bidirectional streaming files are an approximation: no parity.
 
     Raises:
-        ExportError: an input crashed the interpreter or gave non-finite outputs.
+        ExportError: an input crashed the interpreter or gave non-finite outputs, or an
+            embedding that is not unit-norm.
     """
     from sedweak_runtime import Detector
 
     detector = Detector(path)
     exact = read_sidecar(path).get("streaming", {}).get("exact", True)
-    # A waveform-input file computes each window's features from that window alone: its
-    # stitched track differs from whole-file features at window edges, so its parity is
-    # judged on one window (its stitched track is still run, for crashes).
-    # A streaming file never restarts its recurrence: compared with the model run over the whole input.
-    pairs = ({"strong": "window_strong", "weak": "window_weak"} if detector.meta["input"]["kind"] == "waveform"
-             else {"strong": "whole_strong"} if detector.streaming is not None
-             else {"strong": "strong", "weak": "weak"})
-    worst: dict[str, float] = {}
+    pairs = _compared(detector)
+    parity = Parity()
     for i, (name, waveform) in enumerate(inputs):
         try:
             got = _device_outputs(detector, info, waveform)
@@ -164,6 +228,7 @@ def run_checks(path: str | Path, info: ModelInfo, inputs, reference=None) -> dic
                               f"{type(err).__name__}: {err}") from None
         if not all(np.all(np.isfinite(v)) for v in got.values()):
             raise ExportError(f"{path}: non-finite outputs on the check input '{name}'")
+        _check_unit_norms(path, name, got)
         if reference is None or not exact:
             continue
         for output, key in pairs.items():
@@ -173,8 +238,12 @@ def run_checks(path: str | Path, info: ModelInfo, inputs, reference=None) -> dic
             if got[key].shape != expected.shape:
                 raise ExportError(f"{path}: {output} output of shape {got[key].shape} on '{name}', the Keras "
                                   f"model gives {expected.shape}")
-            worst[output] = max(worst.get(output, 0.0), float(np.max(np.abs(got[key] - expected))))
-    return worst
+            if output == "embedding":
+                parity.min_cosine[output] = min(parity.min_cosine.get(output, 1.0), _cosine(got[key], expected))
+            else:
+                worst = float(np.max(np.abs(got[key] - expected)))
+                parity.max_abs_diff[output] = max(parity.max_abs_diff.get(output, 0.0), worst)
+    return parity
 
 
 def check_ops(path: str | Path) -> dict[str, int]:
@@ -196,13 +265,21 @@ def check_tflite(path: str | Path, info: ModelInfo, model=None, bank_clips: int 
     """
     ops = check_ops(path)
     inputs = check_inputs(info, bank_clips)
-    diffs = run_checks(path, info, inputs, reference_outputs(model, info, inputs) if model is not None else None)
-    mode = read_sidecar(path)["mode"]
-    tolerance = TOLERANCES[mode]
-    over = {k: v for k, v in diffs.items() if v > tolerance}
+    meta = read_sidecar(path)
+    reference = None if model is None else reference_outputs(model, info, inputs, "embedding" in meta)
+    parity = run_checks(path, info, inputs, reference)
+    mode = meta["mode"]
+    tolerance, cosine_tolerance = TOLERANCES[mode], EMBEDDING_MIN_COSINE[mode]
+    over = {k: v for k, v in parity.max_abs_diff.items() if v > tolerance}
     if over:
         raise ExportError(f"{path}: {mode} outputs differ from the Keras model by "
                           + ", ".join(f"{k} {v:.3g}" for k, v in over.items())
                           + f" (tolerance {tolerance:g}) on the check inputs")
-    return ExportCheck(str(path), Path(path).stat().st_size, ops, diffs, tuple(n for n, _ in inputs),
-                       tolerance if diffs else None)
+    low = {k: v for k, v in parity.min_cosine.items() if v < cosine_tolerance}
+    if low:
+        raise ExportError(f"{path}: {mode} clip embedding is off the Keras model's: min cosine similarity "
+                          + ", ".join(f"{v:.6f}" for v in low.values())
+                          + f" (tolerance >= {cosine_tolerance:g}) on the check inputs")
+    return ExportCheck(str(path), Path(path).stat().st_size, ops, parity.max_abs_diff, tuple(n for n, _ in inputs),
+                       tolerance if parity.max_abs_diff else None, parity.min_cosine,
+                       cosine_tolerance if parity.min_cosine else None)

@@ -20,7 +20,7 @@ import numpy as np
 
 from sedweak.errors import ExportError, ExportSettingsError
 from sedweak.export.gru import bidirectional_steps, chunked_gru, gru_steps, gru_weights
-from sedweak.models.layers import ConvBlock
+from sedweak.models.layers import ConvBlock, L2Normalize, MeanOverTime
 
 # ----------------------------------------------------------------------------- chunked CRNN
 
@@ -70,17 +70,60 @@ def conv_stack(model, x, mask=None):
     return ops.reshape(x, (-1, int(x.shape[1]), int(x.shape[2]) * int(x.shape[3]))), mask
 
 
-def strong_head(model, x):
-    """Dense layers (ReLU) and the ``strong`` sigmoid layer on (B, T', D) -> (B, T', K)."""
+def dense_stack(model, x):
+    """The dense layers (ReLU) after the recurrence: (B, T', D) -> (B, T', D'), the per-frame
+    features the strong layer, attention pooling and the embedding head all read."""
     import keras
 
     for layer in model.layers:
         if isinstance(layer, keras.layers.Dense) and layer.name.startswith("dense_"):
             x = layer(x)
-    return model.get_layer("strong")(x)
+    return x
 
 
-def stream_chunk(model, frames, mask, states: list, context: int, lookahead: int = 0):
+def strong_head(model, x):
+    """Dense layers (ReLU) and the ``strong`` sigmoid layer on (B, T', D) -> (B, T', K)."""
+    return model.get_layer("strong")(dense_stack(model, x))
+
+
+def embedding_dim(model, name: str) -> int:
+    """E of the model's ``embedding`` output (B, E); :class:`ExportSettingsError` naming the
+    model (``name``) when it has none (an export ``--with-embedding`` needs one)."""
+    outputs = model.output
+    if not isinstance(outputs, dict) or "embedding" not in outputs:
+        names = sorted(outputs) if isinstance(outputs, dict) else [getattr(outputs, "name", "one tensor")]
+        raise ExportSettingsError(f"{name}: --with-embedding, but the model has no 'embedding' output "
+                                  f"(outputs: {', '.join(names)})")
+    return int(outputs["embedding"].shape[-1])
+
+
+def embedding_projection(model, name: str):
+    """The ``Dense`` of the CRNN's embedding head ``L2Normalize(Dense(MeanOverTime(x)))``
+    (:func:`sedweak.models.crnn.build_crnn`), checked to be that head.
+
+    A loop-free graph emits ``Dense(x_t)`` per frame: Dense is affine, so the mean over
+    frames of ``W x_t + b`` is ``W mean(x) + b``, and the runtime's mean then L2
+    normalisation gives the model's embedding exactly."""
+    import keras
+
+    embedding_dim(model, name)
+    expected = {"mean_time": MeanOverTime, "embedding_dense": keras.layers.Dense, "embedding": L2Normalize}
+    found = {layer.name: layer for layer in model.layers if layer.name in expected}
+    if any(not isinstance(found.get(n), cls) for n, cls in expected.items()):
+        raise ExportSettingsError(f"{name}: --with-embedding in a staged or streaming file needs the CRNN's "
+                                  "embedding head (MeanOverTime 'mean_time' -> Dense 'embedding_dense' -> "
+                                  "L2Normalize 'embedding'); this model's differs: export it whole-clip")
+    return found["embedding_dense"]
+
+
+def embedding_frames(model, x):
+    """Per-frame embedding projections: (B, T', D) recurrent features -> (B, T', E) ``Dense(x_t)``,
+    whose mean over a clip's frames, L2-normalised, is the model's ``embedding`` of that clip."""
+    return model.get_layer("embedding_dense")(dense_stack(model, x))
+
+
+def stream_chunk(model, frames, mask, states: list, context: int, lookahead: int = 0,
+                 with_embedding: bool = False):
     """One streaming step.
 
     Args:
@@ -88,7 +131,9 @@ def stream_chunk(model, frames, mask, states: list, context: int, lookahead: int
         states: forward GRU states, (1, U) per recurrent layer. context: L.
         lookahead: A feature frames past the chunk that bidirectional layers' backward
             direction reads (from a zero state at their end): more = closer to offline.
-    Returns: strong (1, C // P, K), new states.
+        with_embedding: also return the chunk's per-frame embedding projections
+            (:func:`embedding_frames`).
+    Returns: strong (1, C // P, K), new states [, embedding frames (1, C // P, E)].
     """
     pool = time_pooling(model)
     x, valid = conv_stack(model, frames, mask)
@@ -103,6 +148,8 @@ def stream_chunk(model, frames, mask, states: list, context: int, lookahead: int
         else:
             x, state = gru_steps(x, state, gru_weights(layer))
         new_states.append(state)
+    if with_embedding:
+        return strong_head(model, x[:, :keep]), new_states, embedding_frames(model, x[:, :keep])
     return strong_head(model, x[:, :keep]), new_states
 
 

@@ -8,12 +8,21 @@ import json
 from pathlib import Path
 
 import numpy as np
+from sedweak_runtime.embedding import FINISHES as RUNTIME_FINISHES
 
 from sedweak.models.saving import ModelInfo
 
 SIDECAR_FORMAT = "sedweak-tflite-1"
+# Format 1 plus an "embedding" section: written for files exported --with-embedding only, so
+# every other file stays readable by runtimes that know format 1 alone (sedweak_runtime.sidecar).
+EMBEDDING_SIDECAR_FORMAT = "sedweak-tflite-2"
 SIGNATURE_KEY = "serve"
 OUTPUT_NAMES = ("strong", "weak")
+# How the runtime turns the embedding output into the unit-norm clip embedding:
+#   final          the output is the model's embedding of the window (1, E) (whole-clip files);
+#   mean_then_l2   the output holds per-frame projections Dense(x_t) (1, frames, E): average
+#                  them over the clip's frames (a staged window, or a whole stream), then L2-normalise.
+EMBEDDING_FINISHES = RUNTIME_FINISHES                      # one list: the runtime's
 
 
 def sidecar_path(tflite_path: str | Path) -> Path:
@@ -59,6 +68,23 @@ def sidecar_json(info: ModelInfo, mode: str, waveform_input: bool, source: str) 
         "clip_frames": info.clip_frames, "clip_samples": clip_samples(info),
         "model_frames_per_second": info.model_frames_per_second,
     }
+
+
+def embedding_section(output: str, dim: int, finish: str, signature: str) -> dict:
+    """The sidecar's ``embedding`` section: which output (of which signature) carries it, its
+    dimension E and how the runtime finishes it (:data:`EMBEDDING_FINISHES`)."""
+    if finish not in EMBEDDING_FINISHES:
+        raise ValueError(f"embedding finish must be one of {EMBEDDING_FINISHES}, got {finish!r}")
+    return {"output": output, "signature": signature, "dim": int(dim), "finish": finish}
+
+
+def add_embedding(meta: dict, section: dict, shape: list[int]) -> dict:
+    """``meta`` recording an embedding: format :data:`EMBEDDING_SIDECAR_FORMAT`, the
+    ``embedding`` section (:func:`embedding_section`) and the output (``shape``) in ``outputs``."""
+    meta["format"] = EMBEDDING_SIDECAR_FORMAT
+    meta["embedding"] = section
+    meta["outputs"] = list(meta["outputs"]) + [{"name": section["output"], "shape": [int(n) for n in shape]}]
+    return meta
 
 
 def read_sidecar(path: str | Path) -> dict:

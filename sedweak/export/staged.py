@@ -15,6 +15,9 @@ A *staged* file cuts the model where the recurrence needs the whole clip: one
            [+ ``x_backward`` (1, S, D) time-reversed, ``state_backward`` (1, U)]
            -> ``y_forward`` (1, S, U), ``state_forward`` [+ ``y_backward``, ``state_backward``]
 ``head``   ``x`` (1, T', D) -> ``strong`` (1, T', K), ``weak`` (1, K)
+           [+ ``embedding_frames`` (1, T', E) with ``with_embedding``: the embedding head's
+           Dense on every frame; Dense is affine, so their mean over the window, L2-normalised
+           by the runtime (sidecar finish ``mean_then_l2``), is the model's embedding exactly]
 
 The runtime (:class:`sedweak_runtime.StagedModel`, which the library runs too: one loop) calls ``conv`` once,
 then walks each layer's n = ceil(T' / S) chunks in one pass, call k running the forward
@@ -36,9 +39,9 @@ import numpy as np
 from sedweak.errors import ExportError, ExportSettingsError
 from sedweak.export.calibration import evenly_spaced, fit_waveform, fit_window
 from sedweak.export.convert import convert_saved_model, io_quantization
-from sedweak.export.graph import conv_stack, recurrent_layers, strong_head
+from sedweak.export.graph import conv_stack, dense_stack, embedding_frames, embedding_projection, recurrent_layers
 from sedweak.export.gru import gru_steps, gru_weights, paired_steps
-from sedweak.export.sidecar import input_shape, sidecar_json, sidecar_path
+from sedweak.export.sidecar import add_embedding, embedding_section, input_shape, sidecar_json, sidecar_path
 from sedweak.io_utils import atomic_write_bytes, atomic_write_json
 from sedweak.models.saving import ModelInfo
 
@@ -90,14 +93,25 @@ def _gru_function(layer):
 
 def _head_function(model):
     def head(x):
-        strong = strong_head(model, x)
-        return {"strong": strong, "weak": model.get_layer("weak")([strong, x])}
+        features = dense_stack(model, x)              # what the strong layer and attention pooling read
+        strong = model.get_layer("strong")(features)
+        return {"strong": strong, "weak": model.get_layer("weak")([strong, features])}
 
     return head
 
 
-def stage_signatures(model, info: ModelInfo, steps: int, waveform_input: bool = False) -> dict:
-    """name -> (function, input TensorSpecs) for every stage; ``steps`` = S model frames per GRU call."""
+def _with_embedding_frames(model, head):
+    """``head`` plus the output ``embedding_frames`` (1, T', E) (:func:`embedding_frames`)."""
+    def head_and_embedding(x):
+        return {**head(x), "embedding_frames": embedding_frames(model, x)}
+
+    return head_and_embedding
+
+
+def stage_signatures(model, info: ModelInfo, steps: int, waveform_input: bool = False,
+                     with_embedding: bool = False) -> dict:
+    """name -> (function, input TensorSpecs) for every stage; ``steps`` = S model frames per GRU call;
+    ``with_embedding``: the head also outputs ``embedding_frames``."""
     import tensorflow as tf
 
     probe, _ = conv_stack(model, np.zeros((1, info.clip_frames, info.features.n_mels), np.float32))
@@ -115,31 +129,33 @@ def stage_signatures(model, info: ModelInfo, steps: int, waveform_input: bool = 
             inputs += [spec((1, units), "state_forward")]
         signatures[meta["signature"]] = (_gru_function(layer), inputs)
         width = units * (2 if meta["bidirectional"] else 1)
-    signatures["head"] = (_head_function(model), [spec((1, model_frames, width), "x")])
+    head = _head_function(model)
+    signatures["head"] = (_with_embedding_frames(model, head) if with_embedding else head,
+                          [spec((1, model_frames, width), "x")])
     return signatures
 
 
-def _stage_outputs(name: str, layer: dict | None) -> tuple[str, ...]:
+def _stage_outputs(name: str, layer: dict | None, with_embedding: bool = False) -> tuple[str, ...]:
     if name == "conv":
         return ("features",)
     if name == "head":
-        return ("strong", "weak")
+        return ("strong", "weak") + (("embedding_frames",) if with_embedding else ())
     return ("y_forward", "state_forward") + (("y_backward", "state_backward") if layer["bidirectional"] else ())
 
 
 def keras_staged_model(model, info: ModelInfo, steps: int, record: dict | None = None,
-                       waveform_input: bool = False):
+                       waveform_input: bool = False, with_embedding: bool = False):
     """The float stages run in TensorFlow behind the runtime's :class:`sedweak_runtime.StagedModel`
-    (the one chunk loop): ``staged(window) -> {"strong", "weak"}``. ``record``: signature ->
-    list of the inputs each stage saw (int8 calibration)."""
+    (the one chunk loop): ``staged(window) -> {"strong", "weak"[, "embedding" (1, E)]}``.
+    ``record``: signature -> list of the inputs each stage saw (int8 calibration)."""
     import tensorflow as tf
     from sedweak_runtime import StagedModel
 
-    signatures = stage_signatures(model, info, steps, waveform_input)
+    signatures = stage_signatures(model, info, steps, waveform_input, with_embedding)
     layers = {meta["signature"]: meta for meta in layer_specs(model)}
     float32 = {"dtype": "float32", "scale": 0.0, "zero_point": 0}
     tensors = {name: {"inputs": {s.name: float32 for s in specs},
-                      "outputs": {o: float32 for o in _stage_outputs(name, layers.get(name))}}
+                      "outputs": {o: float32 for o in _stage_outputs(name, layers.get(name), with_embedding)}}
                for name, (_, specs) in signatures.items()}
 
     def runner(name):
@@ -156,7 +172,15 @@ def keras_staged_model(model, info: ModelInfo, steps: int, record: dict | None =
 
     meta = {"input": {"name": "waveform" if waveform_input else "logmel"},
             "staged": {"format": STAGED_FORMAT, "steps": steps, "layers": list(layers.values()), "tensors": tensors}}
+    if with_embedding:
+        meta["embedding"] = _embedding_section(model)
     return StagedModel({name: runner(name) for name in signatures}, meta)
+
+
+def _embedding_section(model, source: str = "") -> dict:
+    """The sidecar's ``embedding`` section of a staged file: per-frame projections out of ``head``."""
+    dense = embedding_projection(model, source or f"model {model.name!r}")
+    return embedding_section("embedding_frames", dense.units, "mean_then_l2", "head")
 
 
 def calibration_inputs(model, info: ModelInfo, steps: int, clips, per_signature: int = 300,
@@ -177,7 +201,8 @@ def calibration_inputs(model, info: ModelInfo, steps: int, clips, per_signature:
 
 def run_staged_file(path: str | Path, window: np.ndarray, num_threads: int = 1) -> dict[str, np.ndarray]:
     """A staged .tflite (and its sidecar) on one window (1, T, F) log-mel, or (1, clip_samples)
-    for a waveform-input file: ``strong`` and ``weak``, through the device runtime."""
+    for a waveform-input file: ``strong``, ``weak`` (and ``embedding`` (1, E) when the file has
+    one), through the device runtime."""
     from sedweak_runtime import Detector
 
     return Detector(path, num_threads).staged(np.asarray(window, np.float32))
@@ -193,7 +218,7 @@ def float_scopes(mode: str, waveform_input: bool) -> tuple[str, ...]:
 
 def export_staged(model, info: ModelInfo, out: str | Path, mode: str = "int8", steps: int = 10,
                   calibration=None, full_integer: bool = False, source: str = "",
-                  waveform_input: bool = False) -> Path:
+                  waveform_input: bool = False, with_embedding: bool = False) -> Path:
     """Write the staged file ``out`` (.tflite) and its sidecar. Returns ``out``.
 
     ``steps``: model frames per ``gru_i`` call. ``calibration``: clips, required for
@@ -201,6 +226,8 @@ def export_staged(model, info: ModelInfo, out: str | Path, mode: str = "int8", s
     ``waveform_input``. ``full_integer``: int8 inputs and outputs on every signature (their
     scale and zero point in the sidecar). ``waveform_input``: the log-mel front end inside
     ``conv``, float32 in every mode (``dynamic`` would quantize it, so it is refused).
+    ``with_embedding``: ``head`` also outputs ``embedding_frames`` (1, T', E) (sidecar finish
+    ``mean_then_l2``); :class:`ExportSettingsError` naming the model when it has no CRNN embedding head.
     """
     import keras
 
@@ -213,13 +240,14 @@ def export_staged(model, info: ModelInfo, out: str | Path, mode: str = "int8", s
         raise ExportSettingsError("--full-integer needs --mode int8")
     if waveform_input and (full_integer or mode == "dynamic"):
         raise ExportSettingsError("--waveform-input keeps the log-mel front end float: not with --full-integer or --mode dynamic")
+    embedding = _embedding_section(model, source) if with_embedding else None
     representative = None
     if mode == "int8":
         if not calibration:
             raise ExportSettingsError(f"--mode {mode} needs calibration clips (--calibration)")
         pairs = calibration_inputs(model, info, steps, calibration, waveform_input=waveform_input)
         representative = lambda: iter(pairs)
-    signatures = stage_signatures(model, info, steps, waveform_input)
+    signatures = stage_signatures(model, info, steps, waveform_input, with_embedding)
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="sedweak-staged-") as tmp:
         archive = keras.export.ExportArchive()
@@ -230,12 +258,15 @@ def export_staged(model, info: ModelInfo, out: str | Path, mode: str = "int8", s
         flatbuffer = convert_saved_model(Path(tmp) / "sm", mode, representative, full_integer,
                                          signature_keys=list(signatures),
                                          float_scopes=float_scopes(mode, waveform_input))
-    atomic_write_bytes(out, flatbuffer)
     meta = sidecar_json(info, mode, waveform_input, source)
-    meta["outputs"] = [{"name": "strong", "shape": [1, info.clip_frames // info.time_pooling, len(info.classes)]},
+    model_frames = info.clip_frames // info.time_pooling
+    meta["outputs"] = [{"name": "strong", "shape": [1, model_frames, len(info.classes)]},
                        {"name": "weak", "shape": [1, len(info.classes)]}]
+    if embedding is not None:
+        meta = add_embedding(meta, embedding, [1, model_frames, embedding["dim"]])
     meta["signature"] = None                                     # several: see "staged"
     meta["staged"] = {"format": STAGED_FORMAT, "steps": steps, "layers": layer_specs(model),
                       "tensors": io_quantization(flatbuffer, signatures)}
+    atomic_write_bytes(out, flatbuffer)
     atomic_write_json(sidecar_path(out), meta)
     return out
