@@ -69,7 +69,12 @@ def train(recipe, workdir, overrides, resume, fast_dev_run, init_path):
         result = run(config, workdir, resume=resume)
     except USER_ERRORS as err:
         _fail(err)
-    click.echo(markdown_table({"crnn": result.metrics}))
+    if config.task == "waa":
+        from sedweak.embeddings.waa_report import columns
+
+        click.echo("\n".join(f"{title}: {100 * result.metrics[key]:.1f}" for key, title in columns(result.metrics)))
+    else:
+        click.echo(markdown_table({"crnn": result.metrics}))
     if result.failures:   # each was reported as it was skipped (data preparation): a count here
         click.echo(f"{len(result.failures)} clip(s) skipped, listed in {Path(workdir) / 'skipped_clips.json'}",
                    err=True)

@@ -163,14 +163,16 @@ def label_offset(fg: Foreground, onset_seconds: float, clip_seconds: float, samp
 
 
 def _plan_events(rng: np.random.Generator, pool: dict[str, list[BankClip]], config: SynthConfig,
-                 clip_seconds: float, cache: BankAudio) -> tuple[PlannedEvent, ...]:
+                 clip_seconds: float, cache: BankAudio, clip_index: int = 0) -> tuple[PlannedEvent, ...]:
     labels = sorted(pool)
     count = 1 if config.mode == "waa" else int(rng.integers(config.min_events, config.max_events + 1))
     low = config.onset_min_seconds
     high = min(config.onset_max_seconds, clip_seconds - MIN_EVENT_SECONDS_IN_CLIP)
     events: list[PlannedEvent] = []
     for _ in range(count):
-        label = labels[int(rng.integers(len(labels)))]
+        label = labels[int(rng.integers(len(labels)))]   # drawn either way: the other draws stay put
+        if config.balance_classes:
+            label = labels[clip_index % len(labels)]
         clip = pool[label][int(rng.integers(len(pool[label])))]
         snr_db = float(rng.uniform(config.snr_min_db, config.snr_max_db))
         if config.event_gain_jitter_db > 0:   # no draw at 0: the streams of plain mixes stay as they were
@@ -180,6 +182,8 @@ def _plan_events(rng: np.random.Generator, pool: dict[str, list[BankClip]], conf
             onset = round(truncated_normal(rng, config.onset_mean_seconds, config.onset_std_seconds,
                                             low, high) * cache.sample_rate_hz) / cache.sample_rate_hz
             offset = label_offset(fg, onset, clip_seconds, cache.sample_rate_hz)
+            if config.event_max_seconds > 0:
+                offset = min(offset, onset + config.event_max_seconds)
             clash = any(e.label == label and onset < e.offset_seconds and e.onset_seconds < offset
                         for e in events)
             if config.allow_same_class_overlap or not clash:
@@ -202,7 +206,7 @@ def plan_split(split_index: int, split: str, num_clips: int, pool: dict[str, lis
         background = backgrounds[int(rng.integers(len(backgrounds)))]
         spare = max(0.0, background.duration_seconds - clip_seconds)
         bg_offset = round(float(rng.uniform(0.0, spare)), 3)
-        events = _plan_events(rng, pool, config, clip_seconds, cache)
+        events = _plan_events(rng, pool, config, clip_seconds, cache, i)
         gain_db = config.background_gain_db
         if config.background_gain_jitter_db > 0:
             gain_db += float(rng.uniform(-config.background_gain_jitter_db, config.background_gain_jitter_db))
@@ -234,6 +238,8 @@ def render_clip(plan: PlannedClip, config: SynthConfig, clip_seconds: float,
         gain = target_rms * 10.0 ** (event.snr_db / 20.0) / max(fg.active_rms, 1e-12)
         onset = int(round(event.onset_seconds * rate))
         length = min(len(fg.audio), n - onset)
+        if config.event_max_seconds > 0:   # the 200 ms set: the event itself is cut, not only its label
+            length = min(length, int(round(config.event_max_seconds * rate)))
         mix[onset:onset + length] += gain * fg.audio[:length]
     peak = float(np.max(np.abs(mix)))
     if peak > PEAK_LIMIT:
@@ -319,6 +325,11 @@ _SPLIT_ONLY_KEYS = {"num_train_clips": "train", "num_valid_clips": "valid", "num
                     "num_unlabelled_clips": UNLABELLED}
 
 
+# Settings added after stamps were first written, with the value that renders as before they
+# existed: left out of a stamp at that value, so caches synthesized earlier stay valid.
+_LATER_KEYS = {"balance_classes": False, "event_max_seconds": 0.0}
+
+
 def split_counts(config: SynthConfig) -> dict[str, int]:
     """Clips per split to synthesize (a split with 0 extra clips is not made)."""
     counts = {"train": config.num_train_clips, "valid": config.num_valid_clips, "eval": config.num_eval_clips,
@@ -344,6 +355,9 @@ def _stamp(bank: SoundBank, config: SynthConfig, clip_seconds: float, sample_rat
     num_clips = split_counts(config)[split]
     for key, owner in _SPLIT_ONLY_KEYS.items():  # another split's settings do not change this one
         if owner != split:
+            del synth[key]
+    for key, neutral in _LATER_KEYS.items():  # a later setting left neutral renders what older stamps cover
+        if synth[key] == neutral:
             del synth[key]
     return {"split": split, "num_clips": num_clips, "synth": synth, "clip_seconds": clip_seconds,
             "sample_rate_hz": sample_rate_hz, "classes": list(classes),

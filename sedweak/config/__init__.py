@@ -14,16 +14,16 @@ Everything is re-exported here: ``from sedweak.config import load_config, ModelC
 from sedweak.config.loading import from_dict, load_config, parse_overrides, save_config, to_dict
 from sedweak.config.presets import PRESETS, get_preset
 from sedweak.config.schema import (CLASS_WEIGHTINGS, CONV_ACTIVATIONS, DATASETS, EXPORT_GRAPHS, EXPORT_MODES,
-                                   SAMPLINGS, SPLIT_BY, STRATEGIES, WEAK_POOLINGS, AugmentConfig, CacheConfig,
+                                   SAMPLINGS, SPLIT_BY, STRATEGIES, TASKS, WAA_METHODS, WEAK_POOLINGS, AugmentConfig, CacheConfig,
                                    Config, ConfigError, DataConfig, EvalConfig, ExportConfig, FeatureConfig,
                                    LossConfig, MeanTeacherConfig, ModelConfig, PostprocessConfig, PretrainConfig,
-                                   RemixConfig, SynthConfig, TrainConfig)
+                                   RemixConfig, SynthConfig, TrainConfig, WaaConfig)
 
 __all__ = [
     "AugmentConfig", "CLASS_WEIGHTINGS", "CONV_ACTIVATIONS", "CacheConfig", "Config", "ConfigError", "DATASETS",
     "DataConfig", "EXPORT_GRAPHS", "EXPORT_MODES", "EvalConfig", "ExportConfig", "FeatureConfig", "LossConfig",
     "MeanTeacherConfig", "ModelConfig", "PRESETS", "PostprocessConfig", "PretrainConfig", "RemixConfig",
     "SAMPLINGS", "SPLIT_BY", "STRATEGIES",
-    "SynthConfig", "TrainConfig",
+    "SynthConfig", "TASKS", "TrainConfig", "WAA_METHODS", "WaaConfig",
     "WEAK_POOLINGS", "from_dict", "get_preset", "load_config", "parse_overrides", "save_config", "to_dict",
 ]

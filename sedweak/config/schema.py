@@ -24,6 +24,8 @@ EMBEDDING_METHODS = ("triplet",)
 SELF_SUPERVISED_METHODS = ("noise", "shift", "mix", "proximity")  # Jansen et al.'s positives
 PRETRAIN_SOURCES = ("train_bank", "folder")
 TRIPLET_MININGS = ("random", "semihard", "hard")
+TASKS = ("detection", "waa")
+WAA_METHODS = ("classifier", "triplet", "prototypical")  # Turpault et al.'s three ways to learn E
 
 
 class ConfigError(UserError, ValueError):
@@ -123,6 +125,11 @@ class SynthConfig:
     # An "unlabelled" split for train.mean_teacher: mixes of the train split's bank files,
     # held out of the labelled training set, whose labels training never reads. 0: none.
     num_unlabelled_clips: int = 0
+    # mode waa: clip i's event is of class i mod K (balanced splits, as the WAA set); false:
+    # each event's class is drawn uniformly.
+    balance_classes: bool = False
+    # > 0: every event is cut to at most this long (Turpault et al.'s 200 ms set: 0.2); 0: whole.
+    event_max_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.mode in ("waa", "multi"), f"synth.mode must be 'waa' or 'multi', got {self.mode!r}")
@@ -137,6 +144,9 @@ class SynthConfig:
                "the eval split already comes from the collections training hears)")
         _check(self.background_gain_jitter_db >= 0 and self.event_gain_jitter_db >= 0,
                "synth: gain jitters must be >= 0 dB")
+        _check(self.event_max_seconds >= 0, "synth.event_max_seconds must be >= 0 (0: events keep their length)")
+        _check(not self.balance_classes or self.mode == "waa",
+               "synth.balance_classes needs mode: waa (one event per clip, so clip i can carry class i mod K)")
 
 
 @dataclass(frozen=True)
@@ -491,6 +501,45 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class WaaConfig:
+    """``task: waa``: Turpault et al.'s weak-label study (sedweak.embeddings.waa). One run
+    trains the embedding CNN E with ``method`` on segments of ``train_segment_seconds`` cut
+    from one-event clips, and scores its tagging F1 on the eval clips cut at every
+    ``test_segment_seconds``. Epochs, batch size, learning rate, patience and seed come from
+    ``train``."""
+
+    method: str = "classifier"  # classifier (E + G end to end) | triplet | prototypical
+    train_segment_seconds: float = 1.0  # one segment per clip, holding (part of) its event
+    test_segment_seconds: tuple[float, ...] = (0.2, 1.0, 10.0)
+    embedding_dim: int = 130
+    filters: tuple[int, ...] = (64, 64, 128, 128)  # the paper fixes depth 4, not the widths
+    dropout_rate: float = 0.1
+    margin: float = 0.5  # triplet loss margin (unit-norm embeddings)
+    mining: str = "semihard"  # triplet negatives: random | semihard | hard
+    per_class: int = 4  # triplet batches: every class x per_class segments
+    episode_points: int = 6  # prototypical: m points per class per episode (all K classes) ...
+    episode_support: int = 3  # ... m_s of them support, the rest queries
+    batches_per_epoch: int = 40  # triplet batches / prototypical episodes per epoch
+    g_epochs: int = 200  # classifier G on frozen embeddings (triplet, prototypical)
+    threshold: float = 0.5  # sigmoid decision of the tagger / G for the F-measure
+
+    def __post_init__(self) -> None:
+        _check(self.method in WAA_METHODS, f"waa.method must be one of {WAA_METHODS}, got {self.method!r}")
+        lengths = (self.train_segment_seconds, *self.test_segment_seconds)
+        _check(bool(self.test_segment_seconds) and all(x > 0 for x in lengths),
+               "waa: train_segment_seconds and every test_segment_seconds must be > 0")
+        _check(len(self.filters) == 4 and all(f > 0 for f in self.filters), "waa.filters: four positive widths")
+        _check(self.mining in TRIPLET_MININGS, f"waa.mining must be one of {TRIPLET_MININGS}")
+        _check(self.per_class >= 2, "waa.per_class must be >= 2 (a triplet needs a positive)")
+        _check(0 < self.episode_support < self.episode_points,
+               "waa: need 0 < episode_support < episode_points (queries are the rest)")
+        _check(self.embedding_dim > 0 and self.batches_per_epoch > 0 and self.g_epochs > 0,
+               "waa: embedding_dim, batches_per_epoch and g_epochs must be > 0")
+        _check(0 < self.threshold < 1 and 0 <= self.dropout_rate < 1 and self.margin >= 0,
+               "waa: need 0 < threshold < 1, 0 <= dropout_rate < 1, margin >= 0")
+
+
+@dataclass(frozen=True)
 class Config:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -503,8 +552,22 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    # What ``sedweak train`` / ``sweep`` run: "detection" (the CRNN) or "waa" (the weak-label
+    # embedding study of Turpault et al.: the ``waa`` section).
+    task: str = "detection"
+    waa: WaaConfig = field(default_factory=WaaConfig)
 
     def __post_init__(self) -> None:
+        _check(self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}")
+        _check(self.task != "waa" or (self.data.dataset == "synth" and self.data.synth.mode == "waa"
+                                      and self.data.label_type == "strong"),
+               "task: waa cuts segments around each clip's one event: it needs data.dataset: synth, "
+               "data.synth.mode: waa and data.label_type: strong")
+        _check(self.task != "waa" or not self.augment.dynamic_mixing,
+               "task: waa trains on fixed segments of the synthesized clips: set augment.dynamic_mixing: false")
+        _check(not (self.augment.dynamic_mixing and self.data.synth.event_max_seconds > 0),
+               "data.synth.event_max_seconds cuts the events of the fixed mixes; dynamic mixing does not: "
+               "set augment.dynamic_mixing: false")
         _check(not self.augment.dynamic_mixing or self.data.dataset == "synth",
                f"augment.dynamic_mixing mixes soundscapes from a sound bank: it needs data.dataset: synth, "
                f"not {self.data.dataset!r} (a fixed dataset keeps its cached features)")

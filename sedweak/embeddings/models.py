@@ -82,11 +82,18 @@ def build_patch_embedding(n_mels: int = 64, embedding_dim: int = 130, filters=(6
     return keras.Model(logmel, {"embedding": embedding}, name=name)
 
 
+def build_g(embedding_dim: int, num_classes: int, name: str = "g") -> keras.Model:
+    """G: ``(batch, embedding_dim)`` -> ``(batch, num_classes)`` sigmoids, via dense 32 (leaky ReLU)."""
+    embedding = keras.Input((embedding_dim,), name="embedding")
+    hidden = layers.LeakyReLU(name="g_leaky_relu")(layers.Dense(32, name="g_hidden")(embedding))
+    tags = layers.Dense(num_classes, activation="sigmoid", name="tags")(hidden)
+    return keras.Model(embedding, tags, name=name)
+
+
 def build_tagger(embedding_model: keras.Model, num_classes: int, name: str = "embedding_tagger") -> keras.Model:
-    """E + G: ``{"embedding", "tags"}``; G is dense 32 (leaky ReLU) then ``num_classes`` sigmoids."""
+    """E + G end to end: ``{"embedding", "tags"}``; G (:func:`build_g`) is its own sub-model,
+    so it scores frozen embeddings alone too."""
     logmel = keras.Input(embedding_model.input_shape[1:], name="logmel")
     embedding = embedding_model(logmel)["embedding"]
-    hidden = layers.Dense(32, name="g_hidden")(embedding)
-    hidden = layers.LeakyReLU(name="g_leaky_relu")(hidden)
-    tags = layers.Dense(num_classes, activation="sigmoid", name="tags")(hidden)
-    return keras.Model(logmel, {"embedding": embedding, "tags": tags}, name=name)
+    g = build_g(int(embedding.shape[-1]), num_classes)
+    return keras.Model(logmel, {"embedding": embedding, "tags": g(embedding)}, name=name)

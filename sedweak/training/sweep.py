@@ -279,8 +279,13 @@ def run_sweep(recipe: str | Path, workdir: str | Path, points: Sequence[Sequence
 def describe(record: dict) -> str:
     """One progress line for a finished run."""
     metrics = record.get("metrics") or {}
-    tail = record["error"] if record["status"] == "failed" else (
-        f"tag F1 {100 * metrics['tagging.f1']:.1f} %, seg ER {_as_float(metrics['segment.error_rate']):.2f}")
+    if record["status"] == "failed":
+        tail = record["error"]
+    elif "tagging.f1" in metrics:
+        tail = f"tag F1 {100 * metrics['tagging.f1']:.1f} %, seg ER {_as_float(metrics['segment.error_rate']):.2f}"
+    else:   # a study without detection metrics (task: waa): its own columns
+        tail = ", ".join(f"{title} {100 * _as_float(metrics.get(key), key):.1f}"
+                         for key, title in table_columns([record]))
     return f"[{record['status']}] {record['slug']} seed{record['seed']} ({record['seconds']} s): {tail}"
 
 
@@ -308,9 +313,28 @@ def _as_float(value, key: str = "segment.error_rate") -> float:
     return float(value)
 
 
+def table_columns(results: Sequence[dict]) -> tuple[tuple[str, str], ...]:
+    """(metric key, title) of the table: the detection columns, or a WAA study's (its F1
+    and centroid F per test length) when the runs report those instead."""
+    from sedweak.embeddings.waa_report import columns
+
+    keys = [key for record in results for key in (record.get("metrics") or {})]
+    return columns(keys) or TABLE_COLUMNS
+
+
+def _columns(rows: Sequence[dict]) -> tuple[tuple[str, str], ...]:
+    """The (key, title) columns :func:`summarize` gave its rows."""
+    from sedweak.embeddings.waa_report import columns
+
+    keys = list(rows[0]["metrics"]) if rows else [k for k, _ in TABLE_COLUMNS]
+    titles = {**dict(TABLE_COLUMNS), **dict(columns(keys))}
+    return tuple((key, titles[key]) for key in keys)
+
+
 def summarize(results: Sequence[dict]) -> list[dict]:
     """One row per point (first-seen order): params, n (finished seeds), n_failed, and per
-    table metric {"mean", "ci95", "values"} (fractions; ER as a ratio)."""
+    table metric (:func:`table_columns`) {"mean", "ci95", "values"} (fractions; ER as a ratio)."""
+    table = table_columns(results)
     by_slug: dict[str, list[dict]] = {}
     for record in results:
         by_slug.setdefault(record["slug"], []).append(record)
@@ -319,7 +343,7 @@ def summarize(results: Sequence[dict]) -> list[dict]:
         done = [r["metrics"] for r in records if r["status"] != "failed" and r.get("metrics")]
         row = {"slug": name, "params": dict(_key_and_raw(i, "point") for i in records[0]["point"]),
                "n": len(done), "n_failed": len(records) - len(done), "metrics": {}}
-        for key, _ in TABLE_COLUMNS:
+        for key, _ in table:
             values = [_as_float(m.get(key), key) for m in done]
             mean, ci = mean_ci95(values)
             row["metrics"][key] = {"mean": mean, "ci95": ci, "values": values}
@@ -344,14 +368,14 @@ def _cell(key: str, stat: dict) -> str:
 
 def markdown(rows: Sequence[dict]) -> str:
     """The paper's table: swept keys, n, tagging P/R/F1, segment ER/F1, event F1 (mean ± 95 % CI)."""
-    keys = _param_keys(rows) or ["point"]
-    header = keys + ["n"] + [title for _, title in TABLE_COLUMNS]
+    keys, table = _param_keys(rows) or ["point"], _columns(rows)
+    header = keys + ["n"] + [title for _, title in table]
     align = ["---"] * len(keys) + ["---:"] * (len(header) - len(keys))
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for row in rows:
         params = [row["params"].get(k, "") for k in keys] if row["params"] else [row["slug"]]
         n = f"{row['n']}" + (f" ({row['n_failed']} failed)" if row["n_failed"] else "")
-        lines.append("| " + " | ".join(params + [n] + [_cell(k, row["metrics"][k]) for k, _ in TABLE_COLUMNS]) + " |")
+        lines.append("| " + " | ".join(params + [n] + [_cell(k, row["metrics"][k]) for k, _ in table]) + " |")
     note = ("\nmean ± 95 % CI over seeds (Student t, n-1 degrees of freedom); F/P/R in %, ER and PSDS1 "
             "(sed_scores_eval, DCASE settings) as ratios.")
     if any(row["n"] == 1 for row in rows):
@@ -362,31 +386,37 @@ def markdown(rows: Sequence[dict]) -> str:
 def _csv(rows: Sequence[dict]) -> str:
     import csv
 
-    keys, buffer = _param_keys(rows), io.StringIO()
+    keys, buffer, table = _param_keys(rows), io.StringIO(), _columns(rows)
     writer = csv.writer(buffer, lineterminator="\n")
-    stat_names = [f"{k}_{s}" for k, _ in TABLE_COLUMNS for s in ("mean", "ci95")]
+    stat_names = [f"{k}_{s}" for k, _ in table for s in ("mean", "ci95")]
     writer.writerow(["slug"] + keys + ["n", "n_failed"] + stat_names)
     for row in rows:
-        stats = [row["metrics"][k][s] for k, _ in TABLE_COLUMNS for s in ("mean", "ci95")]
+        stats = [row["metrics"][k][s] for k, _ in table for s in ("mean", "ci95")]
         writer.writerow([row["slug"]] + [row["params"].get(k, "") for k in keys] + [row["n"], row["n_failed"]] + stats)
     return buffer.getvalue()
 
 
 def plot(rows: Sequence[dict], path: Path) -> Path:
-    """PNG: x = the points in order; tagging and segment F1 (%, left), segment ER (right), 95 % CI bars."""
+    """PNG: x = the points in order; tagging and segment F1 (%, left), segment ER (right), 95 % CI bars
+    (a WAA study: its F1 per test length)."""
     from sedweak.plots import new_figure, save_png
 
     figure = new_figure(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.6), layout="constrained")
     f1_axis = figure.add_subplot()
-    er_axis = f1_axis.twinx()  # ER is a ratio that can exceed 1: its own scale, so F1 stays readable
+    lines = PLOT_LINES if rows and PLOT_LINES[0][0] in rows[0]["metrics"] else \
+        [(k, t) for k, t in _columns(rows) if k.startswith("waa.f1.")]
+    axes = [f1_axis] * len(lines)
+    if lines is PLOT_LINES:
+        er_axis = f1_axis.twinx()  # ER is a ratio that can exceed 1: its own scale, so F1 stays readable
+        er_axis.set_ylabel("segment ER")
+        axes[-1] = er_axis
     x = list(range(len(rows)))
-    for (key, label), axis, color in zip(PLOT_LINES, (f1_axis, f1_axis, er_axis), ("C0", "C1", "C3")):
+    for (key, label), axis, color in zip(lines, axes, ("C0", "C1", "C3", "C2", "C4", "C5")):
         scale = 1.0 if key.endswith("error_rate") else 100.0
         axis.errorbar(x, [scale * r["metrics"][key]["mean"] for r in rows], marker="o", capsize=4, label=label,
                       yerr=[scale * r["metrics"][key]["ci95"] for r in rows], color=color)
     f1_axis.set_xticks(x, [", ".join(r["params"].values()) or r["slug"] for r in rows], rotation=30, ha="right")
     f1_axis.set(xlabel=", ".join(_param_keys(rows)) or "point", ylabel="F1 %")
-    er_axis.set_ylabel("segment ER")
     f1_axis.grid(alpha=0.3)
     figure.legend(loc="outside upper center", ncols=3, fontsize=8)
     return save_png(figure, path, dpi=120)
@@ -402,4 +432,25 @@ def write_outputs(workdir: str | Path, results: Sequence[dict], rows: Sequence[d
         "ci": "95 % Student t over seeds: t.ppf(0.975, n-1) * sd / sqrt(n); 0 when n = 1",
         "num_runs": len(results), "num_failed": sum(r["status"] == "failed" for r in results), "rows": list(rows)})
     plot(rows, workdir / "sweep.png")
+    cells = _waa_cells(results)
+    if cells:
+        from sedweak.embeddings.waa_report import write_matrix
+
+        table += "\n" + write_matrix(workdir, rows, cells)
     return table
+
+
+def _waa_cells(results: Sequence[dict]) -> dict[str, tuple[str, float]]:
+    """Row slug -> (method, training seconds) of each point of a ``task: waa`` sweep, read
+    from a run's saved config; empty for any other sweep."""
+    from sedweak.embeddings.waa_report import run_cell
+
+    cells = {}
+    for record in results:
+        saved = Path(record["workdir"]) / "config.yaml"
+        if record["slug"] in cells or not saved.is_file():
+            continue
+        config = load_config(saved)
+        if config.task == "waa":
+            cells[record["slug"]] = run_cell(config)
+    return cells

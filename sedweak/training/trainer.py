@@ -224,7 +224,12 @@ def fit(config: Config, workdir: Path, data: PreparedData, resume: bool = False,
 
 def run(config: Config, workdir: str | Path, resume: bool = False, verbose: int = 1,
         data: PreparedData | None = None) -> RunResult:
-    """Train, select the best epoch on the valid split, evaluate on eval, write artifacts."""
+    """Train, select the best epoch on the valid split, evaluate on eval, write artifacts
+    (``task: waa``: one run of the weak-label embedding study, :mod:`sedweak.embeddings.waa`)."""
+    if config.task == "waa":
+        from sedweak.embeddings.waa import run_waa
+
+        return run_waa(config, workdir, resume, verbose, data)
     from sedweak.evaluation.split import evaluate_split
     from sedweak.synth import EXTRA_EVAL_SPLITS
     from sedweak.training.distribute import backend, check_strategy, read_tf_config
