@@ -317,7 +317,8 @@ class MeanTeacherConfig:
 @dataclass(frozen=True)
 class PretrainConfig:
     """``sedweak pretrain``: the CRNN trained on unlabelled audio with Jansen et al.'s
-    self-supervised triplets (sedweak.embeddings.self_supervised), for ``train.init_from``."""
+    self-supervised triplets (sedweak.embeddings.self_supervised), optionally mixed with
+    labelled pairs of the bank's classes (``labelled_fraction``), for ``train.init_from``."""
 
     # "train_bank": every file (events and backgrounds) of the sound bank's train split, labels
     # unread (a synth recipe); "folder": every audio file under ``folder``.
@@ -337,6 +338,10 @@ class PretrainConfig:
     mix_gain_min_db: float = -12.0
     mix_gain_max_db: float = -3.0
     proximity_seconds: float = 5.0
+    # Share of each batch's pairs that are labelled (0..1; round(share x pairs_per_batch) per
+    # batch): anchor and positive are windows of two train-split recordings of one foreground
+    # class, id'd by class (sedweak.embeddings.self_supervised). Needs source: train_bank.
+    labelled_fraction: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -354,6 +359,11 @@ class PretrainConfig:
         _check(self.learning_rate > 0 and self.margin >= 0 and self.proximity_seconds >= 0
                and self.freq_shift_bands_max >= 0, "pretrain: learning_rate > 0; margin, proximity_seconds and "
                                                    "freq_shift_bands_max >= 0")
+        _check(0.0 <= self.labelled_fraction <= 1.0,
+               f"pretrain.labelled_fraction must be in [0, 1], got {self.labelled_fraction}")
+        _check(self.labelled_fraction == 0 or self.source == "train_bank",
+               f"pretrain.labelled_fraction {self.labelled_fraction} needs class labels, which pretrain.source: "
+               f"{self.source} (--audio) has none of: use pretrain.source: train_bank, or labelled_fraction: 0")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ detector: ``sedweak train RECIPE --init WORKDIR/model.keras`` (``train.init_from
 The CRNN takes ``pretrain.window_seconds`` windows here; every layer but the input length
 is the one ``sedweak train`` builds, so convolutions, recurrences and the embedding head
 carry over by name (:func:`init_from`). Only the embedding output has a loss.
+``pretrain.labelled_fraction`` > 0 mixes labelled pairs into every batch: two train-split
+recordings of one class, by the bank's manifest (:func:`source_classes`).
 
 Workdir: ``config.yaml``, ``checkpoints/`` (last / best ``.keras`` + ``state.json`` after
 every epoch: a killed run resumes with ``--resume``), ``history.csv``, ``sources.json``
@@ -49,6 +51,15 @@ def source_files(config: Config) -> list[Path]:
     return sorted({c.path for c in clips})
 
 
+def source_classes(config: Config, files: list[Path]) -> list[str | None]:
+    """The class of each of ``files`` by the bank's manifest: a foreground recording's label,
+    None for a background (or a file the manifest does not list as foreground)."""
+    from sedweak.soundbank import SoundBank
+
+    foreground = {c.path: c.label for c in SoundBank.open(config.data.soundbank).clips if c.role == "foreground"}
+    return [foreground.get(path) for path in files]
+
+
 def source_logmels(config: Config, files: list[Path], progress: bool = False
                    ) -> tuple[list[np.ndarray], list[tuple[str, str]]]:
     """Log-mels of ``files``; a file that cannot be read (or shorter than a hop) is skipped and reported."""
@@ -68,17 +79,25 @@ def source_logmels(config: Config, files: list[Path], progress: bool = False
     return out, failed
 
 
-def triplet_batches(config: Config, sources: list[np.ndarray]):
+def triplet_batches(config: Config, sources: list[np.ndarray], labels: list[str | None] | None = None):
+    """The pre-training batches of ``sources`` (log-mels); ``labels``: their classes, for
+    ``pretrain.labelled_fraction`` > 0 (:func:`source_classes`)."""
     from sedweak.embeddings.self_supervised import SelfSupervisedTriplets
 
     p, fps = config.pretrain, config.features.frames_per_second
-    return SelfSupervisedTriplets(
-        sources, window_frames=window_frames(config),
-        pairs_per_batch=min(4, p.pairs_per_batch) if config.train.fast_dev_run else p.pairs_per_batch,
-        batches_per_epoch=2 if config.train.fast_dev_run else p.batches_per_epoch, methods=p.methods, seed=p.seed,
-        noise_snr_db=(p.noise_snr_min_db, p.noise_snr_max_db), freq_shift_bands_max=p.freq_shift_bands_max,
-        mix_gain_db=(p.mix_gain_min_db, p.mix_gain_max_db), proximity_frames=int(round(p.proximity_seconds * fps)),
-        floor_db=float(10.0 * np.log10(config.features.amin_power)))
+    try:
+        return SelfSupervisedTriplets(
+            sources, window_frames=window_frames(config),
+            pairs_per_batch=min(4, p.pairs_per_batch) if config.train.fast_dev_run else p.pairs_per_batch,
+            batches_per_epoch=2 if config.train.fast_dev_run else p.batches_per_epoch, methods=p.methods,
+            seed=p.seed, noise_snr_db=(p.noise_snr_min_db, p.noise_snr_max_db),
+            freq_shift_bands_max=p.freq_shift_bands_max, mix_gain_db=(p.mix_gain_min_db, p.mix_gain_max_db),
+            proximity_frames=int(round(p.proximity_seconds * fps)),
+            floor_db=float(10.0 * np.log10(config.features.amin_power)),
+            source_labels=labels, labelled_fraction=p.labelled_fraction)
+    except DataError as err:   # the labelled pairs' classes: name the bank and the setting
+        raise DataError(f"{config.data.soundbank} (train split): pretrain.labelled_fraction="
+                        f"{p.labelled_fraction}: {err}") from None
 
 
 def window_frames(config: Config) -> int:
@@ -130,7 +149,7 @@ def run_pretrain(config: Config, workdir: str | Path, resume: bool = False, verb
     info = ModelInfo(classes, config.features, config.postprocess, config.model.time_pooling,
                      window_frames(config) / config.features.frames_per_second)
     seed_everything(config.pretrain.seed)
-    batches = triplet_batches(config, sources)
+    batches = triplet_batches(config, sources, _readable_classes(config, files, failed))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Gradients do not exist for variables")  # strong / weak heads
         if state is not None:
@@ -164,6 +183,14 @@ def _check_same_pretraining(saved: Config, config: Config, workdir: Path) -> Non
     if changed:
         raise WorkdirError(f"{workdir / 'config.yaml'}: --resume with settings that change the pre-training "
                            f"({listed_changes(changed)}); resume with the saved settings, or use another --workdir")
+
+
+def _readable_classes(config: Config, files: list[Path], failed: list[tuple[str, str]]) -> list[str | None] | None:
+    """The classes of the files read (None unless pretrain.labelled_fraction > 0)."""
+    if config.pretrain.labelled_fraction == 0:
+        return None
+    unread = {path for path, _ in failed}
+    return source_classes(config, [f for f in files if str(f) not in unread])
 
 
 def _bank_classes(config: Config) -> tuple[str, ...]:
