@@ -447,12 +447,16 @@ def saliency(model, inputs, class_name, method, out_dir, event_frames, reference
 def export(model, out, mode, staged, streaming, whole_clip, waveform_input, calibration, full_integer, gru_steps, chunk_frames,
            lookahead_frames, check, with_embedding):
     """Convert MODEL (a .keras file, or a run folder: its model.keras and the export section of its
-    config.yaml) to a batch-1 TFLite file with builtin ops only, checked before it is written."""
+    config.yaml) to a batch-1 TFLite file with builtin ops only, checked before it is written.
+    An embedding-only model (a `task: waa` run's E) needs --with-embedding: its file gives the
+    clip embedding alone (whole-clip, int8 too)."""
     import dataclasses
 
+    import sedweak.embeddings.models  # noqa: F401  (registers the patch CNN's layers: a waa run's E loads)
     from sedweak.models.saving import load_model
     from sedweak.config import ExportConfig
     from sedweak.export import export_model
+    from sedweak.export.graph import embedding_only
     from sedweak.io_utils import check_writable
 
     try:
@@ -473,12 +477,14 @@ def export(model, out, mode, staged, streaming, whole_clip, waveform_input, cali
         path, report = export_model(keras_model, info, out, settings, run_config, source=str(model_path))
     except USER_ERRORS as err:
         _fail(err)
+    graph = report.graph or settings.resolved_graph
+    embedding = (", the clip embedding alone" if embedding_only(keras_model)
+                 else ", with the clip embedding" if settings.with_embedding else "")
     click.echo(f"{path}: {report.size_bytes / 1e3:.1f} kB, {settings.mode}"
-               f"{' full-integer' if settings.full_integer else ''}, {settings.resolved_graph.replace('_', '-')}"
-               f"{f' ({settings.gru_steps} GRU steps per call)' if settings.resolved_graph == 'staged' else ''}"
-               f"{f' ({settings.chunk_frames}-frame chunks)' if settings.resolved_graph == 'streaming' else ''}, "
-               f"{'waveform' if settings.waveform_input else 'log-mel'} input"
-               f"{', with the clip embedding' if settings.with_embedding else ''}, builtin ops only")
+               f"{' full-integer' if settings.full_integer else ''}, {graph.replace('_', '-')}"
+               f"{f' ({settings.gru_steps} GRU steps per call)' if graph == 'staged' else ''}"
+               f"{f' ({settings.chunk_frames}-frame chunks)' if graph == 'streaming' else ''}, "
+               f"{'waveform' if settings.waveform_input else 'log-mel'} input{embedding}, builtin ops only")
     click.echo("ops: " + ", ".join(f"{name} x{n}" for name, n in report.ops.items()))
     click.echo(f"ran on {len(report.inputs)} check inputs (silence, -80 dBFS and clipped noise, 0.3 s, 65 s, "
                f"{len(report.inputs) - 5} sound-bank clips) without a crash")

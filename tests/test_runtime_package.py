@@ -23,7 +23,7 @@ BLOCKED = ["tensorflow", "keras", "sedweak", "librosa", "scipy"]
 PUBLIC = ["Detector", "StagedModel", "StreamingModel", "StreamingLogMel", "logmel", "mel_matrix", "median_filter",
           "odd_window_frames", "probabilities_to_events", "strong_tsv_text", "window_starts", "to_model",
           "from_model", "Event", "SIDECAR_FORMAT", "STAGED_FORMAT", "STRONG_HEADER", "main", "FileResult",
-          "RunningMean", "l2_normalize", "EMBEDDING_SIDECAR_FORMAT", "SIDECAR_FORMATS"]
+          "RunningMean", "l2_normalize", "EMBEDDING_SIDECAR_FORMAT", "SIDECAR_FORMATS", "has_detection"]
 
 
 def _tiny_model_and_info():
@@ -463,3 +463,61 @@ def test_running_mean_and_l2_normalize():
     np.testing.assert_allclose(mean.result(), [0.6, 0.8, 0.0], atol=1e-7)
     assert mean.count == 3
     np.testing.assert_array_equal(sedweak_runtime.l2_normalize(np.zeros(4)), np.zeros(4, np.float32))   # as Keras
+
+
+# ----------------------------------------------------------------------------- embedding-only files
+
+
+@pytest.fixture(scope="module")
+def embedding_only(tmp_path_factory):
+    """A whole-clip float32 file of a tiny patch CNN (one output, ``embedding``, E = 8)."""
+    import keras
+
+    from sedweak.config import FeatureConfig, PostprocessConfig
+    from sedweak.embeddings.models import build_patch_embedding
+    from sedweak.export import export_tflite
+    from sedweak.models.saving import ModelInfo
+
+    keras.utils.set_random_seed(1)
+    model = build_patch_embedding(n_mels=64, embedding_dim=8, filters=(4, 4, 4, 4))
+    info = ModelInfo(("a", "b"), FeatureConfig(), PostprocessConfig(), 1, 1.0)
+    return export_tflite(model, info, tmp_path_factory.mktemp("embedding_only") / "e.tflite", "float32",
+                         with_embedding=True)
+
+
+def test_embedding_only_file_writes_embeddings_and_refuses_out(embedding_only, exported, tmp_path, capsys):
+    """An embedding-only file: --embeddings alone (no TSV), --out refused (exit 2, nothing
+    written), --embeddings required; a detection file still needs --out."""
+    _wav(tmp_path / "in" / "long.wav", 2.3, seed=3)
+    _wav(tmp_path / "in" / "short.wav", 0.3, seed=4)
+    (tmp_path / "in" / "bad.wav").write_bytes(b"RIFF nonsense")
+    out, npz = tmp_path / "events.tsv", tmp_path / "emb.npz"
+    code, stdout, err = _run(capsys, embedding_only, tmp_path / "in", "--embeddings", npz)
+    assert code == 0, err
+    assert stdout.strip() == f"2 clip embeddings of 8 -> {npz} (1 skipped)" and "skipped" in err
+    with np.load(npz) as saved:
+        files, vectors = list(saved["files"]), saved["embeddings"]
+    assert files == ["long.wav", "short.wav"] and vectors.shape == (2, 8)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+    result = sedweak_runtime.Detector(embedding_only).analyse_file(tmp_path / "in" / "long.wav")
+    assert result.events == [] and result.probabilities is None
+    np.testing.assert_array_equal(result.embedding, vectors[0])
+    npz.unlink()
+    code, _, err = _run(capsys, embedding_only, tmp_path / "in", "--out", out, "--embeddings", npz)
+    assert code == 2 and not out.exists() and not npz.exists()
+    assert err.startswith(f"error: {embedding_only}: --out, but this is an embedding-only model file")
+    code, _, err = _run(capsys, embedding_only, tmp_path / "in")
+    assert code == 2 and "pass --embeddings OUT.npz" in err
+    code, _, err = _run(capsys, exported["float32"], tmp_path / "in")
+    assert code == 2 and "--out EVENTS.tsv is required" in err
+
+
+def test_sidecar_without_strong_needs_an_embedding(embedding_only, tmp_path):
+    meta = json.loads(embedding_only.with_name("e.tflite.json").read_text())
+    assert [o["name"] for o in meta["outputs"]] == ["embedding"]
+    assert not sedweak_runtime.has_detection(sedweak_runtime.read_sidecar(embedding_only))
+    model = tmp_path / "x.tflite"
+    model.write_bytes(embedding_only.read_bytes())
+    model.with_name("x.tflite.json").write_text(json.dumps({**meta, "format": "sedweak-tflite-1"}))
+    with pytest.raises(ValueError, match="neither a 'strong' output nor a clip embedding"):
+        sedweak_runtime.read_sidecar(model)

@@ -1,4 +1,5 @@
-"""sedweak on a device: a .tflite CRNN + its sidecar -> sound events. numpy, soundfile, ai-edge-litert only.
+"""sedweak on a device: a .tflite CRNN + its sidecar -> sound events (and clip embeddings; an
+embedding-only file gives those alone). numpy, soundfile, ai-edge-litert only.
 
 No TensorFlow, Keras, librosa or scipy (nor sedweak itself): the log-mel front end, the
 median filter and the event decoding are re-implemented here in numpy, to the same spec as
@@ -26,7 +27,15 @@ from .embedding import RunningMean, l2_normalize
 from .events import STRONG_HEADER, Event, median_filter, odd_window_frames, probabilities_to_events, strong_tsv_text
 from .frontend import StreamingLogMel, frames_to_logmel, logmel, mel_matrix
 from .models import StagedModel, StreamingModel, from_model, to_model
-from .sidecar import EMBEDDING_SIDECAR_FORMAT, SIDECAR_FORMAT, SIDECAR_FORMATS, STAGED_FORMAT, read_sidecar, sidecar_path
+from .sidecar import (
+    EMBEDDING_SIDECAR_FORMAT,
+    SIDECAR_FORMAT,
+    SIDECAR_FORMATS,
+    STAGED_FORMAT,
+    has_detection,
+    read_sidecar,
+    sidecar_path,
+)
 from .windows import WindowGrid, WindowStitcher, window_starts
 
 __version__ = "0.1.0"
@@ -35,6 +44,6 @@ __all__ = [
     "Detector", "EMBEDDING_SIDECAR_FORMAT", "Event", "FileResult", "RunningMean", "SIDECAR_FORMAT", "SIDECAR_FORMATS",
     "l2_normalize", "STAGED_FORMAT", "STRONG_HEADER", "StagedModel", "StreamingLogMel",
     "StreamingModel", "frames_to_logmel", "from_model", "logmel", "main", "median_filter", "mel_matrix",
-    "WindowGrid", "WindowStitcher", "file_blocks", "odd_window_frames", "probabilities_to_events", "read_audio", "read_blocks",
+    "WindowGrid", "WindowStitcher", "file_blocks", "has_detection", "odd_window_frames", "probabilities_to_events", "read_audio", "read_blocks",
     "read_sidecar", "sidecar_path", "strong_tsv_text", "to_model", "window_starts",
 ]

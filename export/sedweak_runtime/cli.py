@@ -2,10 +2,15 @@
 
     sedweak-detect MODEL.tflite INPUT [INPUT ...] --out EVENTS.tsv [--embeddings EMB.npz] [--threads N]
                    [--stream] [--strict] [--quiet]
+    sedweak-detect EMBEDDING_MODEL.tflite INPUT [INPUT ...] --embeddings EMB.npz [...]
 
 ``--embeddings``: one clip embedding per processed file (a model exported ``sedweak export
 --with-embedding``), as a numpy ``.npz`` with arrays ``embeddings`` (N, E) float32 of unit
 length and ``files`` (N,) str, the keys of the TSV, in the same order.
+
+An embedding-only file (exported from a model whose one output is its embedding) gives no
+events: ``--embeddings`` is required and ``--out`` is refused (exit 2), rather than writing
+an events table that would be empty whatever the audio holds. Every other file needs ``--out``.
 
 Exit status: 0 when at least one file was processed (1 with ``--strict`` if any was
 skipped), 1 when none was, 2 for a bad model / sidecar or bad arguments.
@@ -120,7 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="audio files, or folders searched recursively for "
                              f"{' '.join(AUDIO_EXTENSIONS)} files; at the model's sample rate")
-    parser.add_argument("--out", required=True, help="events TSV to write (DESED strong format)")
+    parser.add_argument("--out", help="events TSV to write (DESED strong format); required, except for an "
+                                      "embedding-only model, which refuses it")
     parser.add_argument("--embeddings", metavar="EMB.npz",
                         help="also write each file's clip embedding: arrays 'embeddings' (N, E) and 'files' (N,) "
                              "(needs a model exported with `sedweak export --with-embedding`)")
@@ -134,14 +140,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Detect events in audio files and folders, write one strong TSV; bad files are skipped and
-    reported on stderr. Returns the exit status (0, 1 or 2: see the module docstring)."""
+    """Detect events in audio files and folders, write one strong TSV (and / or the clip
+    embeddings); bad files are skipped and reported on stderr. Returns the exit status (0, 1 or 2: see the module docstring)."""
     args = _parser().parse_args(argv)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else None
     try:
         if args.threads < 1:
             raise UsageError(f"--threads {args.threads}: need at least 1")
-        _checked_output(out, "--out")
+        if out is not None:
+            _checked_output(out, "--out")
         embeddings_out = _checked_output(Path(args.embeddings), "--embeddings", ".npz") if args.embeddings else None
         items, missing = audio_inputs(args.inputs)
     except UsageError as err:
@@ -156,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.model}: --stream needs a model exported with `sedweak export --streaming`",
               file=sys.stderr)
         return 2
-    if embeddings_out is not None and detector.embedding is None:
-        print(f"error: {args.model}: --embeddings, but this model file has no clip embedding (export it with "
-              "`sedweak export --with-embedding`)", file=sys.stderr)
+    problem = _outputs_problem(detector, out, embeddings_out)
+    if problem:
+        print(f"error: {args.model}: {problem}", file=sys.stderr)
         return 2
 
     for text in missing:
@@ -180,22 +187,40 @@ def main(argv: list[str] | None = None) -> int:
             skipped += 1
     progress.end()
 
-    if not events:
+    if not events:                                          # every processed file has a key, [] if no events
         print("error: no file could be processed" if items or missing else "error: no audio files found",
               file=sys.stderr)
         return 1
     try:
-        write_tsv(events, out)
+        if out is not None:
+            write_tsv(events, out)
         if embeddings_out is not None:
             write_embeddings(embeddings, embeddings_out)
     except OSError as err:
-        print(f"error: cannot write {err.filename or out}: {err}", file=sys.stderr)
+        print(f"error: cannot write {err.filename or out or embeddings_out}: {err}", file=sys.stderr)
         return 2
     note = f" ({skipped} skipped)" if skipped else ""
-    print(f"{sum(map(len, events.values()))} events in {len(events)} files -> {out}{note}")
+    if out is not None:
+        print(f"{sum(map(len, events.values()))} events in {len(events)} files -> {out}{note}")
     if embeddings_out is not None:
-        print(f"{len(embeddings)} clip embeddings of {detector.embedding['dim']} -> {embeddings_out}")
+        print(f"{len(embeddings)} clip embeddings of {detector.embedding['dim']} -> {embeddings_out}"
+              f"{'' if out is not None else note}")
     return 1 if args.strict and skipped else 0
+
+
+def _outputs_problem(detector: Detector, out: Path | None, embeddings_out: Path | None) -> str | None:
+    """Why the outputs asked for do not fit the model file (None: they do)."""
+    if embeddings_out is not None and detector.embedding is None:
+        return ("--embeddings, but this model file has no clip embedding (export it with "
+                "`sedweak export --with-embedding`)")
+    if not detector.detects and out is not None:
+        return ("--out, but this is an embedding-only model file: it gives no events, only clip embeddings; "
+                "pass --embeddings OUT.npz instead of --out")
+    if not detector.detects and embeddings_out is None:
+        return "an embedding-only model file gives clip embeddings alone: pass --embeddings OUT.npz"
+    if detector.detects and out is None:
+        return "--out EVENTS.tsv is required (the events table)"
+    return None
 
 
 if __name__ == "__main__":

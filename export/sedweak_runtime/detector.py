@@ -1,4 +1,5 @@
-"""Audio files -> events with a ``.tflite`` CRNN exported by ``sedweak export`` and its sidecar."""
+"""Audio files -> events (and clip embeddings) with a ``.tflite`` model exported by ``sedweak export``
+and its sidecar; an embedding-only file gives clip embeddings alone."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from .events import Event, probabilities_to_events
 from .frontend import StreamingLogMel
 from .interpreter import open_interpreter
 from .models import StagedModel, StreamingModel
-from .sidecar import read_sidecar
+from .sidecar import has_detection, read_sidecar
 from .windows import WindowGrid, WindowStitcher
 
 STREAM_PIECE_SECONDS = 0.1   # detect_file(stream=True) feeds the audio in pieces of this length
@@ -28,11 +29,12 @@ class FileResult:
     (model frames, classes) float32; ``embedding``: the clip embedding (E,) float32 of unit
     length, for a file exported ``--with-embedding`` (else None): the mean of the windows'
     embeddings, re-normalised (as ``sedweak embed``), or for a streaming file the model's
-    embedding of the whole stream.
+    embedding of the whole stream. An embedding-only file (``Detector.detects`` False) gives
+    no events (``[]``) and no probabilities (None).
     """
 
     events: list[Event]
-    probabilities: np.ndarray
+    probabilities: np.ndarray | None
     embedding: np.ndarray | None = None
 
 
@@ -42,6 +44,8 @@ class Detector:
     Audio of any length is cut into windows of the training clip with ~50 % overlap on
     the model-frame grid; overlapping frame probabilities are averaged, then the
     stitched track is post-processed once (as ``sedweak.inference.predict_logmel``).
+    ``detects``: False for an embedding-only file (its one output the clip embedding): it is
+    cut into the same windows, and gives their mean embedding, re-normalised, alone.
     """
 
     def __init__(self, model_path: str | Path, num_threads: int = 1):
@@ -49,6 +53,7 @@ class Detector:
         self.model_path = model_path
         self.meta = read_sidecar(model_path)
         self.embedding = self.meta.get("embedding")          # the sidecar's section, None: no embedding
+        self.detects = has_detection(self.meta)              # False: an embedding-only file
         self.classes = list(self.meta["classes"])
         self.features = self.meta["features"]
         interpreter = open_interpreter(model_path, num_threads=num_threads)
@@ -78,6 +83,12 @@ class Detector:
             raise ValueError(f"{self.model_path}: no clip embedding in this file (exported without "
                              "`sedweak export --with-embedding`)")
 
+    def require_detection(self) -> None:
+        """ValueError naming the model file when it gives no events (an embedding-only file)."""
+        if not self.detects:
+            raise ValueError(f"{self.model_path}: an embedding-only file (no strong / weak outputs): it gives clip "
+                             "embeddings, not events; use analyse_file(...).embedding")
+
     def stream_embedding(self) -> np.ndarray:
         """(E,) unit-norm float32: the embedding of everything :meth:`stream` has consumed so far
         (of the whole stream once it has ended). Streaming files exported ``--with-embedding``."""
@@ -90,7 +101,8 @@ class Detector:
         """One window of the input shape without batch ((clip_frames, n_mels) dB, or
         (clip_samples,) for a waveform-input file) -> every output with its batch axis:
         {"strong": (1, model_frames, classes), "weak": (1, classes)} and, for a file with an
-        embedding, "embedding" (1, E) unit-norm. Whole-clip and staged files."""
+        embedding, "embedding" (1, E) unit-norm (an embedding-only file: that alone). Whole-clip
+        and staged files."""
         if self.streaming is not None:
             raise ValueError("a streaming file has no windows: use stream() or frame_probabilities()")
         window = np.asarray(x, np.float32)[np.newaxis]
@@ -105,12 +117,14 @@ class Detector:
     def stitched_probabilities(self, blocks: Iterable[np.ndarray]) -> np.ndarray:
         """A waveform given in blocks -> strong (samples // hop // pool, classes), holding only
         a few windows at a time (:mod:`sedweak_runtime.windows`); a streaming file runs its
-        streaming step over the blocks."""
+        streaming step over the blocks. ValueError for an embedding-only file."""
+        self.require_detection()
         return self.stitched_outputs(blocks)[0]
 
     def stitched_outputs(self, blocks: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        """A waveform given in blocks -> (strong (samples // hop // pool, classes), the clip
-        embedding (E,) unit-norm, or None for a file without one); see :class:`FileResult`."""
+        """A waveform given in blocks -> (strong (samples // hop // pool, classes), or None for an
+        embedding-only file; the clip embedding (E,) unit-norm, or None for a file without one);
+        see :class:`FileResult`."""
         if self.streaming is not None:
             probs = np.concatenate(list(self.stream(blocks)))
             return probs, None if self.embedding is None else self.streaming.embedding()
@@ -144,14 +158,17 @@ class Detector:
             stitcher.push(front_end.flush())
             tail = None
         probs = stitcher.finish(samples // hop, tail)[0]
-        return probs, None if windows is None else windows.result()
+        return probs if self.detects else None, None if windows is None else windows.result()
 
     def _run_windows(self, windows: np.ndarray, embeddings: RunningMean | None = None):
-        """Windows -> (strong, weak) for the stitcher; each window's embedding goes into ``embeddings``."""
+        """Windows -> (strong, weak) for the stitcher; each window's embedding goes into ``embeddings``.
+        An embedding-only file's strong track has no classes (the stitcher still walks the grid)."""
         outputs = [self.window_outputs(x) for x in windows]
         weak = [o["weak"][0] for o in outputs] if all("weak" in o for o in outputs) else None
         if embeddings is not None:
             embeddings.add(np.concatenate([o["embedding"] for o in outputs]))
+        if not self.detects:
+            return np.zeros((len(outputs), self.meta["clip_frames"] // self.meta["time_pooling"], 0), np.float32), None
         return np.stack([o["strong"][0] for o in outputs]), None if weak is None else np.stack(weak)
 
     def read_audio(self, path: str | Path) -> np.ndarray:
@@ -161,7 +178,9 @@ class Detector:
     def detect_file(self, path: str | Path, name: str | None = None, stream: bool = False) -> list[Event]:
         """Events of one audio file, sorted by (onset, label); their ``filename`` is ``name``
         (default: the file's name). ``stream``: feed the audio through :meth:`stream` in
-        pieces of :data:`STREAM_PIECE_SECONDS`, as a microphone would (streaming exports only)."""
+        pieces of :data:`STREAM_PIECE_SECONDS`, as a microphone would (streaming exports only).
+        ValueError for an embedding-only file."""
+        self.require_detection()
         return self.analyse_file(path, name, stream).events
 
     def analyse_file(self, path: str | Path, name: str | None = None, stream: bool = False) -> FileResult:
@@ -176,5 +195,7 @@ class Detector:
         else:        # blocks from disk through the window stitcher: flat memory
             blocks = read_blocks(path, rate)
         probs, embedding = self.stitched_outputs(blocks)
+        if probs is None:                                    # an embedding-only file
+            return FileResult([], None, embedding)
         events = probabilities_to_events(probs, self.meta, Path(path).name if name is None else name)
         return FileResult(events, probs, embedding)

@@ -9,6 +9,8 @@ from .embedding import FINISHES
 
 SIDECAR_FORMAT = "sedweak-tflite-1"
 EMBEDDING_SIDECAR_FORMAT = "sedweak-tflite-2"   # format 1 + an "embedding" section (--with-embedding)
+# An embedding-only file (a model whose one output is its embedding) is format 2 whose
+# "outputs" list the embedding alone: no "strong", so no events (has_detection).
 SIDECAR_FORMATS = (SIDECAR_FORMAT, EMBEDDING_SIDECAR_FORMAT)
 STAGED_FORMAT = "sedweak-staged-3"          # sedweak's staged export layout (StagedModel checks it)
 
@@ -31,9 +33,18 @@ def sidecar_path(model_path: str | Path) -> Path:
     return model_path.with_name(model_path.name + ".json")
 
 
+def has_detection(meta: dict) -> bool:
+    """Whether the file gives frame probabilities (its ``outputs`` list ``strong``): False for an
+    embedding-only file, whose one output is the clip embedding. Sidecars without ``outputs``
+    are of detection files."""
+    outputs = meta.get("outputs")
+    return not isinstance(outputs, list) or any(isinstance(o, dict) and o.get("name") == "strong" for o in outputs)
+
+
 def read_sidecar(model_path: str | Path) -> dict:
     """The sidecar of a model file, checked to be of one of :data:`SIDECAR_FORMATS` (format 2
-    must carry an ``embedding`` section; format 1 has none: no embedding).
+    must carry an ``embedding`` section; format 1 has none: no embedding; a file without
+    detection outputs, :func:`has_detection`, must have an embedding).
 
     Raises FileNotFoundError when the model or its sidecar is missing, ValueError when the
     sidecar is not JSON or not of these formats."""
@@ -58,4 +69,6 @@ def read_sidecar(model_path: str | Path) -> dict:
     if embedding is not None and (not isinstance(embedding, dict) or embedding.get("finish") not in FINISHES):
         raise ValueError(f"{sidecar}: embedding section {embedding!r}: need a finish of {FINISHES} "
                          "(update sedweak-runtime, or re-export the model)")
+    if embedding is None and not has_detection(meta):
+        raise ValueError(f"{sidecar}: lists neither a 'strong' output nor a clip embedding: nothing to compute")
     return meta

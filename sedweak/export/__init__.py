@@ -1,4 +1,5 @@
-"""TFLite export of a trained CRNN (the library side; the device side is ``sedweak_runtime``).
+"""TFLite export of a trained CRNN, or of an embedding-only model (the library side; the device
+side is ``sedweak_runtime``).
 
 One module per concern:
 
@@ -16,7 +17,9 @@ One module per concern:
 
 :func:`export_model` is what ``sedweak export`` runs: it picks the graph, calibrates,
 converts, and checks the file before it is put in place (a file that crashes on
-silence is refused when it is written, not found on a device).
+silence is refused when it is written, not found on a device). An embedding-only model
+(one output, ``embedding``: the patch CNN of a ``task: waa`` run) exports whole-clip with
+``with_embedding`` only, its file giving the clip embedding alone.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from sedweak.export.flatbuffer import (
     requantizing_copies,
     tflite_ops,
 )
-from sedweak.export.graph import embedding_dim, embedding_projection
+from sedweak.export.graph import embedding_dim, embedding_only, embedding_projection
 from sedweak.export.sidecar import EMBEDDING_SIDECAR_FORMAT, SIDECAR_FORMAT, read_sidecar, sidecar_path
 from sedweak.export.staged import export_staged
 from sedweak.export.streaming import export_streaming
@@ -59,17 +62,23 @@ def export_model(model, info, out: str | Path, settings: ExportConfig, run_confi
     the file keeps the model's clip embedding (checked for a unit norm and, with ``check``,
     for its cosine similarity with Keras, :data:`EMBEDDING_MIN_COSINE`).
 
+    An embedding-only model (:func:`embedding_only`) needs ``with_embedding`` and the whole-clip
+    graph (``auto`` picks it, in every mode, int8 included: it has no loop); its file outputs
+    the embedding alone. The returned report's ``graph`` is the graph written.
+
     Raises:
         ExportError: the conversion failed or the file failed a check.
-        ValueError: settings that do not go together, or ``with_embedding`` for a model
-            without an embedding output (:class:`ExportSettingsError`, naming it).
+        ValueError: settings that do not go together, ``with_embedding`` for a model
+            without an embedding output, or an embedding-only model without it or in a staged
+            or streaming graph (:class:`ExportSettingsError`, naming it).
     """
     out = Path(out)
-    graph = settings.resolved_graph
+    name = source or f"model {model.name!r}"
+    graph = _embedding_only_graph(settings, name) if embedding_only(model) else settings.resolved_graph
     if settings.mode == "int16x8" and graph != "streaming":
         raise ExportSettingsError("--mode int16x8 is offered for --streaming files only (the converter's int16 staged GRU "
                                   "stages come out wrong: export/README.md)")
-    if settings.mode in ("int8", "int16x8") and graph == "whole_clip":
+    if settings.mode in ("int8", "int16x8") and graph == "whole_clip" and not embedding_only(model):
         raise ExportSettingsError(f"--mode {settings.mode} needs a loop-free graph: staged (the default for int8) or "
                                   "streaming; the whole-clip GRU is a WHILE loop the int8 calibrator cannot run")
     if graph != "streaming" and settings.lookahead_frames:
@@ -78,7 +87,7 @@ def export_model(model, info, out: str | Path, settings: ExportConfig, run_confi
         raise ExportSettingsError("--streaming takes log-mel frames (the runtime's streaming front end makes them)")
     if settings.with_embedding:          # refused before any calibration is spent
         check_head = embedding_dim if graph == "whole_clip" else embedding_projection
-        check_head(model, source or f"model {model.name!r}")
+        check_head(model, name)
     clips = _calibration(settings, info, run_config) if settings.mode in ("int8", "int16x8") else None
     partial = out.with_name(f".{out.stem}.partial{out.suffix}")
     try:
@@ -92,7 +101,7 @@ def export_model(model, info, out: str | Path, settings: ExportConfig, run_confi
             if settings.full_integer:
                 raise ExportSettingsError("--full-integer applies to int8 exports")
             export_tflite(model, info, partial, settings.mode, settings.waveform_input, source,
-                          settings.with_embedding)
+                          settings.with_embedding, clips)
         report = check_tflite(partial, info, model if settings.check else None, bank_clips)
         os.replace(sidecar_path(partial), sidecar_path(out))
         os.replace(partial, out)
@@ -101,7 +110,26 @@ def export_model(model, info, out: str | Path, settings: ExportConfig, run_confi
     finally:
         for leftover in (partial, sidecar_path(partial)):
             leftover.unlink(missing_ok=True)
-    return out, dataclasses.replace(report, path=str(out))      # the report names the final file
+    return out, dataclasses.replace(report, path=str(out), graph=graph)      # the report names the final file
+
+
+def _embedding_only_graph(settings: ExportConfig, name: str) -> str:
+    """The graph of an embedding-only model's file (``whole_clip``), or ExportSettingsError
+    naming the model for settings it cannot take."""
+    if not settings.with_embedding:
+        raise ExportSettingsError(f"{name}: this model has only an embedding output: pass --with-embedding (the "
+                                  "file then gives the clip embedding alone)")
+    if settings.graph in ("staged", "streaming"):
+        raise ExportSettingsError(f"{name}: an embedding-only model (no strong / weak outputs, no GRU) exports as one "
+                                  f"whole-clip graph, in every mode int8 included: drop --{settings.graph} "
+                                  "(or pass --whole-clip)")
+    if settings.mode == "int16x8":
+        raise ExportSettingsError(f"{name}: --mode int16x8 is not offered for an embedding-only model: use int8 or "
+                                  "a float mode")
+    if settings.full_integer:
+        raise ExportSettingsError(f"{name}: an embedding-only file takes and gives float (int8 inside): drop "
+                                  "--full-integer")
+    return "whole_clip"
 
 
 def _calibration(settings: ExportConfig, info, run_config):

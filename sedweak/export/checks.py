@@ -13,6 +13,7 @@
 A file with a clip embedding (``--with-embedding``) must give a finite, unit-norm
 embedding on every input (:data:`UNIT_NORM_TOLERANCE`), and with parity its cosine
 similarity with the Keras model's must reach the mode's :data:`EMBEDDING_MIN_COSINE`.
+A file of an embedding-only model (no ``strong`` / ``weak``) is judged on that alone.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class ExportCheck:
     tolerance: float | None = None
     min_cosine: dict[str, float] = field(default_factory=dict)    # "embedding" -> min cosine(tflite, keras)
     cosine_tolerance: float | None = None
+    graph: str = ""                                                 # whole_clip | staged | streaming (export_model)
 
 
 @dataclass(frozen=True)
@@ -123,26 +125,31 @@ def _keras_outputs(model, info: ModelInfo, waveform: np.ndarray, embedding: bool
     With ``embedding``, (E,) vectors too: ``file_embedding`` (the windows' embeddings
     averaged and re-normalised, as ``sedweak embed`` and the runtime's per-file result),
     ``window_embedding`` (the first window alone) and ``whole_embedding`` (the whole input
-    in one call).
+    in one call). An embedding-only model gives the embeddings alone (no ``whole_embedding``:
+    its files are whole-clip).
     """
     from sedweak.export.calibration import fit_waveform, fit_window
+    from sedweak.export.graph import embedding_only
     from sedweak.features import logmel_librosa
     from sedweak.inference import predict_logmel
 
     logmel = logmel_librosa(waveform, info.features)
-    first = model.predict_on_batch(fit_window(logmel, info)[np.newaxis])
     window = logmel_librosa(fit_waveform(waveform, info), info.features)
     alone = model.predict_on_batch(fit_window(window, info)[np.newaxis])
-    whole = model.predict_on_batch(logmel[np.newaxis]) if len(logmel) >= info.time_pooling else None
-    out = {"strong": predict_logmel(model, logmel, info), "weak": np.asarray(first["weak"])[0],
-           "window_strong": np.asarray(alone["strong"])[0], "window_weak": np.asarray(alone["weak"])[0],
-           "whole_strong": None if whole is None else np.asarray(whole["strong"])[0]}
+    out = {}
+    if not embedding_only(model):
+        first = model.predict_on_batch(fit_window(logmel, info)[np.newaxis])
+        whole = model.predict_on_batch(logmel[np.newaxis]) if len(logmel) >= info.time_pooling else None
+        out = {"strong": predict_logmel(model, logmel, info), "weak": np.asarray(first["weak"])[0],
+               "window_strong": np.asarray(alone["strong"])[0], "window_weak": np.asarray(alone["weak"])[0],
+               "whole_strong": None if whole is None else np.asarray(whole["strong"])[0]}
+        if embedding:
+            out["whole_embedding"] = None if whole is None else np.asarray(whole["embedding"])[0]
     if embedding:
         from sedweak.embeddings.extract import embed_logmel, embedding_function
 
         out["file_embedding"] = embed_logmel(embedding_function(model), logmel, info)[0][0]
         out["window_embedding"] = np.asarray(alone["embedding"])[0]
-        out["whole_embedding"] = None if whole is None else np.asarray(whole["embedding"])[0]
     return out
 
 
@@ -151,7 +158,8 @@ def _device_outputs(detector, info: ModelInfo, waveform: np.ndarray) -> dict[str
     ``strong`` (the whole input, windows stitched by the runtime); whole-clip and staged
     files also give the first window's outputs (``weak``, or ``window_*`` for waveform
     input). A file with an embedding gives its per-file result (``file_embedding``, or
-    ``whole_embedding`` for a streaming file) and, for waveform input, ``window_embedding``."""
+    ``whole_embedding`` for a streaming file) and, for waveform input, ``window_embedding``.
+    An embedding-only file gives no ``strong`` / ``weak`` keys."""
     from sedweak.export.calibration import fit_waveform, fit_window
     from sedweak.features import logmel_librosa
 
@@ -159,15 +167,14 @@ def _device_outputs(detector, info: ModelInfo, waveform: np.ndarray) -> dict[str
     if detector.streaming is not None:                              # no weak output
         out = {"whole_strong": probabilities}
         return out if embedding is None else {**out, "whole_embedding": embedding}
-    out = {"strong": probabilities} if embedding is None else {"strong": probabilities, "file_embedding": embedding}
+    out = {"strong": probabilities, "file_embedding": embedding}
     if detector.meta["input"]["kind"] == "waveform":
         window = detector.window_outputs(fit_waveform(waveform, info))
-        out.update(window_strong=np.asarray(window["strong"])[0], window_weak=np.asarray(window["weak"])[0])
-        if "embedding" in window:
-            out["window_embedding"] = np.asarray(window["embedding"])[0]
-        return out
-    window = detector.window_outputs(fit_window(logmel_librosa(waveform, info.features), info))
-    return {**out, "weak": np.asarray(window["weak"])[0]}
+        out.update({f"window_{name}": np.asarray(value)[0] for name, value in window.items()})
+    else:
+        window = detector.window_outputs(fit_window(logmel_librosa(waveform, info.features), info))
+        out["weak"] = np.asarray(window["weak"])[0] if "weak" in window else None
+    return {key: value for key, value in out.items() if value is not None}
 
 
 def reference_outputs(model, info: ModelInfo, inputs, embedding: bool = False) -> list[dict[str, np.ndarray]]:

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 
 def convert_saved_model(directory: str | Path, mode: str, representative=None, full_integer: bool = False,
-                        signature_keys=(SIGNATURE_KEY,), float_scopes: tuple[str, ...] = ()) -> bytes:
+                        signature_keys=(SIGNATURE_KEY,), float_scopes: tuple[str, ...] = (),
+                        float_outputs: tuple[str, ...] = ()) -> bytes:
     """SavedModel -> TFLite flatbuffer bytes, builtin ops only, in ``mode``.
 
     ``int8`` needs ``representative`` (a callable yielding lists of signature inputs) and
@@ -51,7 +52,10 @@ def convert_saved_model(directory: str | Path, mode: str, representative=None, f
     With several ``signature_keys``, ``representative`` yields ``(signature, {input: array})``.
     ``float_scopes``: in ``int8`` / ``int16x8``, ops whose tensor names lie under one of these
     name scopes stay float (selective quantization, :func:`_keep_float`): the in-graph
-    log-mel front end, the weak pooling head.
+    log-mel front end, the weak pooling head. ``float_outputs``: signature outputs (of the first
+    signature) whose tensors stay float too, so that no int8 re-quantization follows the last
+    float op (a unit-norm embedding computed in float would come out re-quantized to the range
+    calibration saw: norms of 0.997 measured, 0.5 on an input outside that range).
     """
     import tensorflow as tf
 
@@ -75,8 +79,8 @@ def convert_saved_model(directory: str | Path, mode: str, representative=None, f
         with native_stderr_to_log(log), warnings.catch_warnings():
             # The calibrator opens TensorFlow's own (deprecated) tf.lite.Interpreter.
             warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated")
-            if float_scopes and mode in ("int8", "int16x8"):
-                flatbuffer = _keep_float(converter, tuple(float_scopes))
+            if (float_scopes or float_outputs) and mode in ("int8", "int16x8"):
+                flatbuffer = _keep_float(converter, tuple(float_scopes), tuple(float_outputs), signature_keys[0])
             else:
                 flatbuffer = converter.convert()
     except Exception as err:  # ConverterError carries the MLIR diagnostics
@@ -99,8 +103,10 @@ def in_scope(tensor_name: str, scope: str) -> bool:
     return re.search(rf"(^|/){re.escape(scope)}(_\d+)?/", tensor_name) is not None
 
 
-def _keep_float(converter, scopes: tuple[str, ...]) -> bytes:
-    """Quantize everything but the ops whose output tensors lie under one of ``scopes``.
+def _keep_float(converter, scopes: tuple[str, ...], outputs: tuple[str, ...] = (),
+                signature: str = SIGNATURE_KEY) -> bytes:
+    """Quantize everything but the ops whose output tensors lie under one of ``scopes`` (and
+    the tensors of ``signature``'s outputs named in ``outputs``).
 
     TensorFlow's own selective quantization: ``QuantizationDebugger`` calibrates once,
     then re-quantizes with those tensors denylisted. Used for the log-mel front end
@@ -116,6 +122,7 @@ def _keep_float(converter, scopes: tuple[str, ...]) -> bytes:
         if not any(in_scope(name, scope) for name in names):
             raise ExportError(f"no tensor in name scope {scope!r} to keep float in the converted graph")
     nodes = [name for name in names if any(in_scope(name, scope) for scope in scopes)]
+    nodes += signature_output_tensors(debugger.calibrated_model, signature, outputs)
     # A DIV's own output carries the signature's output name, outside any scope: keep every
     # DIV float by op type (a quantized DIV is a crash hazard wherever it is).
     # QuantizationDebugger.get_nondebug_quantized_model() is this same call with float
@@ -127,6 +134,20 @@ def _keep_float(converter, scopes: tuple[str, ...]) -> bytes:
                                       disable_per_channel=converter._experimental_disable_per_channel,
                                       fully_quantize=False, input_data_type=io_type, output_data_type=io_type,
                                       denylisted_ops=list(FLOAT_OPS), denylisted_nodes=nodes)
+
+
+def signature_output_tensors(flatbuffer: bytes, signature: str, outputs: tuple[str, ...]) -> list[str]:
+    """Tensor names of ``signature``'s outputs ``outputs`` in a converted model (ExportError
+    for an output the signature lacks)."""
+    if not outputs:
+        return []
+    interpreter = open_interpreter(model_content=flatbuffer)
+    details = interpreter.get_signature_runner(signature).get_output_details()
+    missing = sorted(set(outputs) - set(details))
+    if missing:
+        raise ExportError(f"signature {signature!r} has no output {missing} to keep float (outputs: {sorted(details)})")
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    return [names[details[name]["index"]] for name in outputs]
 
 
 def io_quantization(flatbuffer: bytes, signatures=(SIGNATURE_KEY,)) -> dict:

@@ -97,6 +97,14 @@ def embedding_dim(model, name: str) -> int:
     return int(outputs["embedding"].shape[-1])
 
 
+def embedding_only(model) -> bool:
+    """Whether the model's one output is ``embedding`` (no ``strong`` / ``weak``): an embedding
+    model such as :func:`sedweak.embeddings.models.build_patch_embedding`, exported whole-clip
+    ``--with-embedding`` as a file that gives the clip embedding alone."""
+    outputs = model.output
+    return isinstance(outputs, dict) and set(outputs) == {"embedding"}
+
+
 def embedding_projection(model, name: str):
     """The ``Dense`` of the CRNN's embedding head ``L2Normalize(Dense(MeanOverTime(x)))``
     (:func:`sedweak.models.crnn.build_crnn`), checked to be that head.
