@@ -217,7 +217,8 @@ def predict(model, inputs, out, frames, scores_dir, strict):
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in WORKDIR.")
 @click.option("--fast-dev-run", is_flag=True, help="Two batches of a few pairs, one epoch.")
 def pretrain(recipe, workdir, overrides, folder, resume, fast_dev_run):
-    """Self-supervised pre-training of RECIPE's CRNN (Jansen et al.'s triplets, no labels)."""
+    """Self-supervised pre-training of RECIPE's CRNN (Jansen et al.'s triplets, no labels;
+    pretrain.labelled_fraction mixes in pairs of same-class bank recordings)."""
     from sedweak.training.pretrain import run_pretrain
 
     try:
