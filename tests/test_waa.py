@@ -198,15 +198,27 @@ def test_classifier_run_learns_the_toy_tones(tmp_path, toy_bank_dir):
     assert embedded.returncode == 0, embedded.stderr[-2000:]
 
 
-def test_sweep_writes_the_waa_matrix(tmp_path, toy_bank_dir):
+def _sweep(tmp_path, toy_bank_dir, *points):
     recipe = _waa_recipe(tmp_path, toy_bank_dir)
-    out = CliRunner().invoke(main, ["sweep", recipe, "--workdir", str(tmp_path / "sw"), "--fast-dev-run",
-                                    "--grid", "waa.method=classifier,triplet,prototypical",
-                                    "--grid", "waa.train_segment_seconds=0.2,1"])
+    out = CliRunner().invoke(main, ["sweep", recipe, "--workdir", str(tmp_path / "sw"), "--fast-dev-run", *points])
     assert out.exit_code == 0, out.output
-    text = (tmp_path / "sw" / "waa_matrix.md").read_text()
-    for method in ("classifier", "triplet", "prototypical"):
-        assert f"| {method} | 0.2 |" in text and f"| {method} | 1 |" in text
-    assert "| Method | Training s | Test 0.2 s | Test 1 s | Test 4 s | n |" in text
     assert "F1 % @4 s" in (tmp_path / "sw" / "sweep_table.md").read_text()
     assert (tmp_path / "sw" / "waa_matrix.png").is_file()
+    return (tmp_path / "sw" / "waa_matrix.md").read_text()
+
+
+def test_sweep_writes_the_waa_matrix(tmp_path, toy_bank_dir):
+    text = _sweep(tmp_path, toy_bank_dir, "--pairs", "waa.method=classifier,waa.train_segment_seconds=0.2;"
+                                                     "waa.method=prototypical,waa.train_segment_seconds=1")
+    assert "| Method | Training s | Test 0.2 s | Test 1 s | Test 4 s | n |" in text
+    assert "| classifier | 0.2 |" in text and "| prototypical | 1 |" in text
+    for caption in ("paper's measure", "highest-scoring class", "no classifier"):      # F1, top-1 F1, centroid F tables
+        assert caption in text
+
+
+@pytest.mark.slow
+def test_sweep_over_every_method_and_two_lengths(tmp_path, toy_bank_dir):
+    text = _sweep(tmp_path, toy_bank_dir, "--grid", "waa.method=classifier,triplet,prototypical",
+                  "--grid", "waa.train_segment_seconds=0.2,1")
+    for method in ("classifier", "triplet", "prototypical"):
+        assert f"| {method} | 0.2 |" in text and f"| {method} | 1 |" in text
