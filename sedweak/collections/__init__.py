@@ -12,6 +12,7 @@
   silhouette, representatives per cluster (``sedweak cluster``).
 * :mod:`sedweak.collections.index`: an incrementally updated, resumable index of per-window
   embeddings of a sound folder (``sedweak index``).
+  :mod:`sedweak.collections.index_store` its on-disk format (manifest, shards, lock).
 * :mod:`sedweak.collections.search`: query-by-example over that index, exact (numpy) or
   approximate (faiss IVF / HNSW) cosine search (``sedweak search``).
 

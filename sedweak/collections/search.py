@@ -36,7 +36,7 @@ from typing import Protocol
 
 import numpy as np
 
-from sedweak.collections.index import IndexData, IndexModelError, file_sha256
+from sedweak.collections.index_store import IndexData, IndexModelError, file_sha256
 from sedweak.errors import UserError
 
 BACKENDS = ("auto", "exact", "faiss", "hnsw")
