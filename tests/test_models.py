@@ -267,7 +267,8 @@ def test_training_steps_reduce_loss_on_fixed_batch():
 
 @pytest.mark.parametrize("mining, class_weighting, weights", [("random", "none", (0.0, 1.0)),
                                                               ("semihard", "inverse_frequency", (1.0,)),
-                                                              ("hard", "none", (1.0,))])
+                                                              pytest.param("hard", "none", (1.0,),
+                                                                           marks=pytest.mark.slow)])
 def test_the_embedding_head_trains_jointly_when_weighted(mining, class_weighting, weights):
     """loss.embedding_weight > 0: the batches carry the weak tags as the embedding target,
     the triplet loss is logged and the embedding head's weights move (at weight 0 they do not:

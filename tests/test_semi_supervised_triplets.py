@@ -178,6 +178,7 @@ def test_pretrain_reads_classes_from_the_bank_and_names_the_setting(tiny_recipe)
         triplet_batches(config, fake, ["Beep", "Buzz", None])
 
 
+@pytest.mark.slow   # the batches are pinned above; this is the CLI path end to end
 def test_cli_pretrain_with_labelled_pairs_on_the_toy_bank(tmp_path, tiny_recipe):
     recipe, overrides = tiny_recipe
     sets = [x for o in overrides + ["pretrain.window_seconds=0.5", "pretrain.labelled_fraction=0.5"]
