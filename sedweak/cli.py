@@ -453,7 +453,6 @@ def export(model, out, mode, staged, streaming, whole_clip, waveform_input, cali
     clip embedding alone (whole-clip, int8 too)."""
     import dataclasses
 
-    import sedweak.embeddings.models  # noqa: F401  (registers the patch CNN's layers: a waa run's E loads)
     from sedweak.models.saving import load_model
     from sedweak.config import ExportConfig
     from sedweak.export import export_model

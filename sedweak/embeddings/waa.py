@@ -128,8 +128,8 @@ def tagging_f1(probabilities: np.ndarray, labels: np.ndarray, threshold: float |
     return float(f1_score(truth, decisions, average="macro", zero_division=0))
 
 
-def split_segments(config: Config, data, seconds: float, split: str) -> Segments:
-    cached = data.features[split].load()
+def split_segments(config: Config, data, cached, seconds: float, split: str) -> Segments:
+    """The ``seconds`` segments of one split; ``cached``: its features in memory (CacheResult.load())."""
     segments, skipped = cut_segments(cached.features, cached.filenames, data.clips[split].strong, data.classes,
                                      seconds, config.features.frames_per_second, config.data.synth.seed, split)
     for name, why in skipped:
@@ -153,17 +153,18 @@ def run_waa(config: Config, workdir: str | Path, resume: bool = False, verbose: 
     save_config(config, workdir / "config.yaml")
     data = data or prepare_data(config, workdir, progress=verbose > 0)
     waa = config.waa
-    train = split_segments(config, data, waa.train_segment_seconds, "train")
-    valid = split_segments(config, data, waa.train_segment_seconds, "valid")
+    cached = {split: data.features[split].load() for split in SPLIT_STREAMS}   # eval is cut once per length
+    train = split_segments(config, data, cached["train"], waa.train_segment_seconds, "train")
+    valid = split_segments(config, data, cached["valid"], waa.train_segment_seconds, "valid")
     seed_everything(config.train.seed)
     embedding, tagger, epochs = train_embedding(config, train, valid, len(data.classes), workdir, verbose)
+    train_vectors = embed(embedding, train.features)   # for G and for the centroids of every test length
     if tagger is None:   # triplet / prototypical: G on the frozen embeddings
-        tagger = train_g(config, embed(embedding, train.features), train.labels, embed(embedding, valid.features),
-                         valid.labels, len(data.classes))
+        tagger = train_g(config, train_vectors, train.labels, embed(embedding, valid.features), valid.labels,
+                         len(data.classes))
     metrics = {"epochs": epochs, "train_segments": len(train.labels)}
-    train_vectors = embed(embedding, train.features)
     for seconds in waa.test_segment_seconds:
-        test = split_segments(config, data, seconds, "eval")
+        test = split_segments(config, data, cached["eval"], seconds, "eval")
         metrics.update(score_segments(embedding, tagger, train_vectors, train.labels, test, seconds, waa.threshold))
     info = ModelInfo(tuple(data.classes), config.features, config.postprocess, 1,
                      train.features.shape[1] / config.features.frames_per_second)

@@ -199,8 +199,8 @@ def _compared(detector) -> dict[str, str]:
 
 def _check_unit_norms(path, name: str, got: dict[str, np.ndarray]) -> None:
     """Every embedding of one input unit-norm, else :class:`ExportError` naming the file and input."""
-    for key, vector in got.items():
-        norm = float(np.linalg.norm(vector)) if key.endswith("embedding") else 1.0
+    for key in (k for k in got if k.endswith("embedding")):
+        norm = float(np.linalg.norm(got[key]))
         if abs(norm - 1.0) > UNIT_NORM_TOLERANCE:
             raise ExportError(f"{path}: the clip embedding ({key}) has norm {norm:.6g}, not 1, on the check "
                               f"input '{name}'")

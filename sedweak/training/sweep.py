@@ -315,20 +315,12 @@ def _as_float(value, key: str = "segment.error_rate") -> float:
 
 def table_columns(results: Sequence[dict]) -> tuple[tuple[str, str], ...]:
     """(metric key, title) of the table: the detection columns, or a WAA study's (its F1
-    and centroid F per test length) when the runs report those instead."""
+    and centroid F per test length) when the runs report those instead. Run records and
+    :func:`summarize` rows both hold their metrics under ``"metrics"``: either will do."""
     from sedweak.embeddings.waa_report import columns
 
     keys = [key for record in results for key in (record.get("metrics") or {})]
     return columns(keys) or TABLE_COLUMNS
-
-
-def _columns(rows: Sequence[dict]) -> tuple[tuple[str, str], ...]:
-    """The (key, title) columns :func:`summarize` gave its rows."""
-    from sedweak.embeddings.waa_report import columns
-
-    keys = list(rows[0]["metrics"]) if rows else [k for k, _ in TABLE_COLUMNS]
-    titles = {**dict(TABLE_COLUMNS), **dict(columns(keys))}
-    return tuple((key, titles[key]) for key in keys)
 
 
 def summarize(results: Sequence[dict]) -> list[dict]:
@@ -368,7 +360,7 @@ def _cell(key: str, stat: dict) -> str:
 
 def markdown(rows: Sequence[dict]) -> str:
     """The paper's table: swept keys, n, tagging P/R/F1, segment ER/F1, event F1 (mean ± 95 % CI)."""
-    keys, table = _param_keys(rows) or ["point"], _columns(rows)
+    keys, table = _param_keys(rows) or ["point"], table_columns(rows)
     header = keys + ["n"] + [title for _, title in table]
     align = ["---"] * len(keys) + ["---:"] * (len(header) - len(keys))
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
@@ -386,7 +378,7 @@ def markdown(rows: Sequence[dict]) -> str:
 def _csv(rows: Sequence[dict]) -> str:
     import csv
 
-    keys, buffer, table = _param_keys(rows), io.StringIO(), _columns(rows)
+    keys, buffer, table = _param_keys(rows), io.StringIO(), table_columns(rows)
     writer = csv.writer(buffer, lineterminator="\n")
     stat_names = [f"{k}_{s}" for k, _ in table for s in ("mean", "ci95")]
     writer.writerow(["slug"] + keys + ["n", "n_failed"] + stat_names)
@@ -404,7 +396,7 @@ def plot(rows: Sequence[dict], path: Path) -> Path:
     figure = new_figure(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.6), layout="constrained")
     f1_axis = figure.add_subplot()
     lines = PLOT_LINES if rows and PLOT_LINES[0][0] in rows[0]["metrics"] else \
-        [(k, t) for k, t in _columns(rows) if k.startswith("waa.f1.")]
+        [(k, t) for k, t in table_columns(rows) if k.startswith("waa.f1.")]
     axes = [f1_axis] * len(lines)
     if lines is PLOT_LINES:
         er_axis = f1_axis.twinx()  # ER is a ratio that can exceed 1: its own scale, so F1 stays readable
