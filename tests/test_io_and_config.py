@@ -77,6 +77,10 @@ def test_validation_rejects_inconsistent_values():
         load_config(overrides=["model.weak_pooling=sum"])
     with pytest.raises(ConfigError, match="same length"):
         load_config(overrides=["model.conv_filters=[8]"])
+    # 40 bands pooled 4 x 4 x 4 leave nothing for the GRU: refused on load, not at model build
+    with pytest.raises(ConfigError, match="pools features.n_mels = 40 mel bands to nothing"):
+        load_config(overrides=["features.n_mels=40", "model.conv_pool_freq=[4,4,4]"])
+    assert load_config(overrides=["features.n_mels=40", "model.conv_pool_freq=[5,4,2]"]).features.n_mels == 40
 
 
 def test_per_class_thresholds_from_a_mapping():

@@ -581,6 +581,12 @@ class Config:
         _check(not self.augment.dynamic_mixing or self.data.dataset == "synth",
                f"augment.dynamic_mixing mixes soundscapes from a sound bank: it needs data.dataset: synth, "
                f"not {self.data.dataset!r} (a fixed dataset keeps its cached features)")
+        bands = self.features.n_mels
+        for pool in self.model.conv_pool_freq:
+            bands //= pool
+        _check(self.task == "waa" or bands >= 1,
+               f"model.conv_pool_freq {list(self.model.conv_pool_freq)} pools features.n_mels = "
+               f"{self.features.n_mels} mel bands to nothing: pool less, or use more bands")
         unlabelled = (self.data.dataset == "synth" and self.data.synth.num_unlabelled_clips > 0) or \
             (self.data.dataset == "desed" and bool(dict(self.data.reader_options).get("use_unlabelled")))
         _check(not unlabelled or self.train.mean_teacher.enabled,
