@@ -257,6 +257,12 @@ class ModelConfig:
             out *= p
         return out
 
+    def pooled_bands(self, n_mels: int) -> int:
+        """Frequency bands left after the conv blocks' pooling (floor at each block)."""
+        for pool in self.conv_pool_freq:
+            n_mels //= pool
+        return n_mels
+
 
 @dataclass(frozen=True)
 class LossConfig:
@@ -581,10 +587,7 @@ class Config:
         _check(not self.augment.dynamic_mixing or self.data.dataset == "synth",
                f"augment.dynamic_mixing mixes soundscapes from a sound bank: it needs data.dataset: synth, "
                f"not {self.data.dataset!r} (a fixed dataset keeps its cached features)")
-        bands = self.features.n_mels
-        for pool in self.model.conv_pool_freq:
-            bands //= pool
-        _check(self.task == "waa" or bands >= 1,
+        _check(self.task == "waa" or self.model.pooled_bands(self.features.n_mels) >= 1,
                f"model.conv_pool_freq {list(self.model.conv_pool_freq)} pools features.n_mels = "
                f"{self.features.n_mels} mel bands to nothing: pool less, or use more bands")
         unlabelled = (self.data.dataset == "synth" and self.data.synth.num_unlabelled_clips > 0) or \

@@ -24,9 +24,7 @@ def build_crnn(config: ModelConfig, num_classes: int, n_mels: int = 64,
     """Functional CRNN. ``num_frames=None`` accepts clips of any length."""
     if num_classes < 1:
         raise ValueError("num_classes must be >= 1")
-    bands = n_mels
-    for pool in config.conv_pool_freq:
-        bands //= pool
+    bands = config.pooled_bands(n_mels)
     if bands < 1:
         raise ConfigError(f"conv_pool_freq {config.conv_pool_freq} pools {n_mels} mel bands to nothing")
 
