@@ -325,12 +325,14 @@ def sweep(recipe, workdir, grids, pairs, paper_pairs, seeds, jobs, overrides, fa
 @click.option("--workdir", default="sedweak-demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a demo recipe key.")
 @click.option("--fast-dev-run", is_flag=True, help="A tiny version of the demo, for smoke tests.")
-def demo(workdir, overrides, fast_dev_run):
-    """Offline demo: synthesize, train the CRNN and two baselines, evaluate, report."""
+@click.option("--with-weak-only", is_flag=True,
+              help="Also train the CRNN on clip labels only (crnn_weak_only): a second training.")
+def demo(workdir, overrides, fast_dev_run, with_weak_only):
+    """Offline demo: synthesize, train the CRNN and the MFCC + k-NN baseline, evaluate, report."""
     from sedweak.demo import run_demo
 
     try:
-        report = run_demo(Path(workdir), list(overrides), fast_dev_run=fast_dev_run)
+        report = run_demo(Path(workdir), list(overrides), fast_dev_run=fast_dev_run, with_weak_only=with_weak_only)
     except USER_ERRORS as err:
         _fail(err)
     click.echo(report.read_text())

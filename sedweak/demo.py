@@ -2,10 +2,11 @@
 
 1. synthesize multi-event soundscapes (train / valid / eval, disjoint source recordings);
 2. train the fast CRNN on strong labels;
-3. train the same CRNN on weak (clip) labels only, the strong output on the clip
-   label repeated on every frame (Adavanne & Virtanen's setting);
+3. with ``with_weak_only``: train the same CRNN on weak (clip) labels only, the strong
+   output on the clip label repeated on every frame (Adavanne & Virtanen's setting); a
+   second training, so it doubles the demo's time and is off by default;
 4. fit the MFCC + k-NN frame baseline (Pons & Favory);
-5. evaluate all three on the eval split (collections training never hears), and on the
+5. evaluate them on the eval split (collections training never hears), and on the
    extra eval splits: ``eval_seen`` (unheard recordings of the collections training hears)
    and ``eval_remix`` (the unseen collections mixed another way), so the report shows what
    generalises; write report.md, metrics.json (eval), metrics_by_split.json, model.keras
@@ -25,7 +26,11 @@ from pathlib import Path
 from sedweak.config import Config, load_config
 from sedweak.io_utils import atomic_write_json, atomic_write_text
 
-SYSTEMS = ("crnn", "crnn_weak_only", "mfcc_knn")
+SYSTEM_NOTES = {
+    "crnn": "fast CRNN, strong labels",
+    "crnn_weak_only": "same CRNN, clip labels only, repeated on every frame as strong targets",
+    "mfcc_knn": "MFCC + k-NN per frame, Pons & Favory's baseline",
+}
 
 
 def demo_recipe() -> Path:
@@ -87,8 +92,12 @@ def _event_roll(workdir: Path, data, model, info) -> Path:
                       info.classes, {"reference": reference[name], "CRNN": events[name]}, title=f"eval/{name}")
 
 
-def run_demo(workdir: Path, overrides: list[str] | None = None, fast_dev_run: bool = False) -> Path:
-    """Run the demo in ``workdir``; returns the path of ``report.md``."""
+def run_demo(workdir: Path, overrides: list[str] | None = None, fast_dev_run: bool = False,
+             with_weak_only: bool = False) -> Path:
+    """Run the demo in ``workdir``; returns the path of ``report.md``.
+
+    ``with_weak_only`` adds the ``crnn_weak_only`` training (the strong/weak comparison).
+    """
     from sedweak.datasets.prepare import prepare_data
     from sedweak.evaluation import markdown_table, per_class_markdown
     from sedweak.training import model_info, run
@@ -101,7 +110,8 @@ def run_demo(workdir: Path, overrides: list[str] | None = None, fast_dev_run: bo
     timings["data"] = time.perf_counter() - start
     by_split: dict[str, dict] = {split: {} for split in EVAL_SPLITS if split in data.features}
     results = {}
-    for system, config in (("crnn", strong_config), ("crnn_weak_only", weak_config)):
+    trainings = [("crnn", strong_config)] + ([("crnn_weak_only", weak_config)] if with_weak_only else [])
+    for system, config in trainings:
         start = time.perf_counter()
         results[system] = run(config, workdir / system, resume=True, data=data)
         for split, values in {"eval": results[system].metrics, **results[system].extra_metrics}.items():
@@ -155,10 +165,11 @@ def _report(data, by_split, timings, results, roll, markdown_table, per_class_ma
         "Train and valid never share a recording with an eval split; `eval` mixes collections "
         "(the bank's source packages) that training never hears.",
         "",
-        "Systems: `crnn` (fast CRNN, strong labels), `crnn_weak_only` (same CRNN, clip labels only, "
-        "repeated on every frame as strong targets), `mfcc_knn` (MFCC + k-NN per frame, Pons & Favory's baseline). "
+        "Systems: " + ", ".join(f"`{s}` ({SYSTEM_NOTES[s]})" for s in metrics) + ". "
         "Segment-based metrics use 1 s segments; event-based a 0.2 s collar / 20 % of length (sed_eval); "
-        "PSDS1 / PSDS2 are DCASE 2021-24's (sed_scores_eval, frame scores of the strong output).",
+        "PSDS1 / PSDS2 are DCASE 2021-24's (sed_scores_eval, frame scores of the strong output)."
+        + ("" if "crnn_weak_only" in metrics else
+           " `sedweak demo --with-weak-only` adds the same CRNN trained on clip labels only (a second training)."),
         "",
         "## Unseen collections (eval)",
         "",

@@ -163,7 +163,7 @@ def test_demo_fast_dev_run_writes_the_report(tmp_path, monkeypatch, toy_bank_dir
                     "--set", f"data.soundbank={toy_bank_dir}", "--set", "data.classes=[]")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
-    assert set(metrics) == {"crnn", "crnn_weak_only", "mfcc_knn"}
+    assert set(metrics) == {"crnn", "mfcc_knn"}     # the weak-only comparison is opt-in
     for name in ("report.md", "model.keras", "model.json", "event_roll.png"):
         assert (tmp_path / "demo" / name).is_file(), name
     report = (tmp_path / "demo" / "report.md").read_text()
@@ -171,9 +171,22 @@ def test_demo_fast_dev_run_writes_the_report(tmp_path, monkeypatch, toy_bank_dir
     # The demo recipe's eval splits: seen collections, unseen, unseen mixed another way.
     by_split = json.loads((tmp_path / "demo" / "metrics_by_split.json").read_text())
     assert list(by_split) == ["eval_seen", "eval", "eval_remix"]
-    assert all(set(v) == {"crnn", "crnn_weak_only", "mfcc_knn"} for v in by_split.values())
+    assert all(set(v) == {"crnn", "mfcc_knn"} for v in by_split.values())
     assert by_split["eval"] == metrics and "psds1" in by_split["eval_seen"]["crnn"]
     assert "| crnn | eval_seen (seen collections, unheard recordings) |" in report
+    assert "--with-weak-only" in report and "`crnn_weak_only` (" not in report
+
+    # --with-weak-only in the same folder: the data and the crnn training are reused, the
+    # weak-only twin trains and joins every table.
+    crnn_best = (tmp_path / "demo" / "crnn" / "checkpoints" / "best.keras").stat().st_mtime_ns
+    result = invoke("demo", "--workdir", tmp_path / "demo", "--fast-dev-run", "--with-weak-only",
+                    "--set", f"data.soundbank={toy_bank_dir}", "--set", "data.classes=[]")
+    assert result.exit_code == 0, result.output
+    by_split = json.loads((tmp_path / "demo" / "metrics_by_split.json").read_text())
+    assert all(set(v) == {"crnn", "crnn_weak_only", "mfcc_knn"} for v in by_split.values())
+    assert (tmp_path / "demo" / "crnn" / "checkpoints" / "best.keras").stat().st_mtime_ns == crnn_best  # not retrained
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "| crnn_weak_only | eval (unseen collections) |" in report and "--with-weak-only" not in report
 
 
 def test_a_user_error_is_one_line_and_a_bug_is_a_traceback(tmp_path, monkeypatch):

@@ -158,6 +158,31 @@ def _assert_close_by_depth(ours: np.ndarray, reference: np.ndarray, implementati
     assert diff.max() <= anywhere
 
 
+def _demo_features() -> FeatureConfig:
+    from sedweak.config import load_config
+    from sedweak.demo import demo_recipe
+
+    return load_config(demo_recipe()).features
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("name", sorted(SIGNALS))
+def test_the_demo_front_end_matches_the_float64_reference(name, implementation):
+    """The demo recipe's own front end (40 ms windows in n_fft 1024, 20 ms hop): the same
+    spec, other sizes; a size the layer or librosa path ignored would break it."""
+    config = _demo_features()
+    assert (config.window_samples, config.hop_samples, config.n_fft) != (CONFIG.window_samples, CONFIG.hop_samples,
+                                                                           CONFIG.n_fft)
+    waveform = SIGNALS[name]()
+    if implementation == "librosa":
+        ours = logmel_librosa(waveform, config)
+    else:
+        ours = _layer_logmel(LogMel.from_feature_config(config), waveform)
+    reference = _reference_logmel(waveform, config)
+    assert ours.shape == (len(waveform) // config.hop_samples, config.n_mels)
+    _assert_close_by_depth(ours, reference, implementation)
+
+
 def test_reference_stft_is_librosa_stft_with_the_spec_arguments():
     """The hand STFT of this file is what the spec calls librosa's behaviour: ``librosa.stft``
     with ``center=True, pad_mode="constant"``, ``window="hann"`` and ``win_length`` (a periodic

@@ -15,6 +15,7 @@ import numpy as np
 
 from sedweak.config import Config
 from sedweak.embeddings.waa import Segments, one_hot
+from sedweak.training.input_pipeline import steady_prefetch
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,9 @@ def train_embedding(config: Config, train: Segments, valid: Segments, num_classe
     reference = np.random.default_rng(seed).permutation(len(train.labels))[:CENTROID_REFERENCE_MAX]
     monitor = centroid_monitor(train.features[reference], train.labels[reference], valid.features, valid.labels,
                                output=None)
-    history = trainable.fit(batches, epochs=_epochs(config), shuffle=False, verbose=verbose,
-                            callbacks=[monitor, *_callbacks(config, workdir, "val_centroid_error")])
+    with steady_prefetch():
+        history = trainable.fit(batches, epochs=_epochs(config), shuffle=False, verbose=verbose,
+                                callbacks=[monitor, *_callbacks(config, workdir, "val_centroid_error")])
     return embedding, None, _epochs_run(history)
 
 

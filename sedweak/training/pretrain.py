@@ -24,6 +24,7 @@ import numpy as np
 from sedweak.config import Config, load_config, save_config
 from sedweak.errors import DataError, UserError
 from sedweak.io_utils import atomic_write_json
+from sedweak.training.input_pipeline import steady_prefetch
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +167,9 @@ def run_pretrain(config: Config, workdir: str | Path, resume: bool = False, verb
                      ResumableCheckpoint(checkpoints, info, patience_epochs=epochs + 1, monitor=("loss",),
                                          state=state, select_last=True)]
         if initial < epochs:
-            model.fit(batches, epochs=epochs, initial_epoch=initial, callbacks=callbacks, verbose=verbose,
-                      shuffle=False)
+            with steady_prefetch():
+                model.fit(batches, epochs=epochs, initial_epoch=initial, callbacks=callbacks, verbose=verbose,
+                          shuffle=False)
     final, _ = load_model(checkpoints / "last.keras")
     return save_model(final, workdir / "model.keras", info)
 

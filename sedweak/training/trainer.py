@@ -187,6 +187,7 @@ def fit(config: Config, workdir: Path, data: PreparedData, resume: bool = False,
     import keras
 
     from sedweak.training.distribute import tensorboard_available, training_scope
+    from sedweak.training.input_pipeline import steady_prefetch
 
     seed_everything(config.train.seed)
     info = model_info(config, data.classes)
@@ -212,10 +213,11 @@ def fit(config: Config, workdir: Path, data: PreparedData, resume: bool = False,
              if tensorboard_available() else [])  # it writes through tensorflow.summary
         stopped_early = state is not None and state["wait"] >= config.train.early_stopping_patience_epochs
         if initial_epoch < epochs and not stopped_early:
-            model.fit(train_batches, validation_data=_batches(config, data, "valid", info, False),
-                      epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
-                      shuffle=False)  # ClipBatches orders the clips by (seed, epoch); Keras would
-            # shuffle the batch order with the global NumPy RNG, which a resume cannot restore
+            with steady_prefetch():
+                model.fit(train_batches, validation_data=_batches(config, data, "valid", info, False),
+                          epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+                          shuffle=False)  # ClipBatches orders the clips by (seed, epoch); Keras would
+                # shuffle the batch order with the global NumPy RNG, which a resume cannot restore
     from sedweak.models.mean_teacher import unwrap
 
     best, _ = load_model(checkpoints / "best.keras")
