@@ -52,7 +52,7 @@ setup(
     extras_require={
         # jax: tests/test_backends.py trains under KERAS_BACKEND=jax (jaxlib CPU wheel, ~350 MB
         # installed, ~20 s to install). torch is optional: its test skips without it.
-        "test": ["pytest>=8", "jax[cpu]==0.10.2"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "jax[cpu]==0.10.2"],  # xdist: pytest.ini runs files in parallel
         # the device side alone is `pip install ./export` (sedweak-runtime); this package
         # already ships the same sedweak_runtime module and its sedweak-detect command.
         "edge": ["ai-edge-litert>=2.3", "numpy", "soundfile"],
