@@ -43,3 +43,12 @@ def tiny_recipe(tmp_path, toy_bank_dir):
         "  median_filter_seconds: 0.12\n"
     )
     return path, list(TINY_MODEL)
+
+
+@pytest.fixture(scope="session")
+def demo_features():
+    """The FeatureConfig of the shipped demo recipe (40 ms windows, 20 ms hop, n_fft 1024)."""
+    from sedweak.config import load_config
+    from sedweak.demo import demo_recipe
+
+    return load_config(demo_recipe()).features

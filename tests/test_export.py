@@ -92,18 +92,11 @@ def test_waveform_input_matches_keras_on_librosa_features(tiny_model, tmp_path):
         export_tflite(model, info, tmp_path / "x.tflite", "dynamic", waveform_input=True)
 
 
-def _demo_features() -> FeatureConfig:
-    from sedweak.config import load_config
-    from sedweak.demo import demo_recipe
-
-    return load_config(demo_recipe()).features
-
-
 @pytest.mark.parametrize("front_end", ["default", "demo"])
-def test_runtime_front_end_matches_librosa(front_end):
+def test_runtime_front_end_matches_librosa(front_end, demo_features):
     """The default front end (25 ms / 10 ms, n_fft 512) and the demo's (40 ms / 20 ms, 1024)."""
     rt = _runtime()
-    config = FeatureConfig() if front_end == "default" else _demo_features()
+    config = FeatureConfig() if front_end == "default" else demo_features
     spec = {k: getattr(config, k) for k in ("sample_rate_hz", "window_samples", "hop_samples", "n_fft",
                                             "n_mels", "mel_min_hz", "mel_max_hz", "amin_power")}
     bank = (16000, config.n_fft, config.n_mels, 0.0, 8000.0)

@@ -158,19 +158,12 @@ def _assert_close_by_depth(ours: np.ndarray, reference: np.ndarray, implementati
     assert diff.max() <= anywhere
 
 
-def _demo_features() -> FeatureConfig:
-    from sedweak.config import load_config
-    from sedweak.demo import demo_recipe
-
-    return load_config(demo_recipe()).features
-
-
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("name", sorted(SIGNALS))
-def test_the_demo_front_end_matches_the_float64_reference(name, implementation):
+def test_the_demo_front_end_matches_the_float64_reference(name, implementation, demo_features):
     """The demo recipe's own front end (40 ms windows in n_fft 1024, 20 ms hop): the same
     spec, other sizes; a size the layer or librosa path ignored would break it."""
-    config = _demo_features()
+    config = demo_features
     assert (config.window_samples, config.hop_samples, config.n_fft) != (CONFIG.window_samples, CONFIG.hop_samples,
                                                                            CONFIG.n_fft)
     waveform = SIGNALS[name]()
