@@ -54,6 +54,29 @@ def test_tagger_outputs_and_round_trip(tmp_path, embedder):
                                atol=1e-6)
 
 
+def test_a_fresh_process_loads_a_saved_patch_model_through_sedweak_models(tmp_path, embedder):
+    """save_model / load_model round trip in a new Python: the patch layers register with
+    sedweak.models.layers, so loading never imports the embeddings package."""
+    import subprocess
+    import sys
+
+    from sedweak.config import FeatureConfig, PostprocessConfig
+    from sedweak.models.saving import ModelInfo, save_model
+
+    info = ModelInfo(("a", "b"), FeatureConfig(), PostprocessConfig(), 1, 1.0)
+    path = save_model(embedder, tmp_path / "patch.keras", info)
+    x = np.random.default_rng(2).normal(-40, 10, (1, 40, 64)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code = (f"import sys, numpy as np\nfrom sedweak.models.saving import load_model\n"
+            f"model, _ = load_model({str(path)!r})\n"
+            f"np.save({str(tmp_path / 'y.npy')!r}, model.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0)['embedding'])\n"
+            "print('sedweak.embeddings' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), embedder.predict(x, verbose=0)["embedding"], atol=1e-5)
+
+
 def test_wrong_pooling_is_refused():
     with pytest.raises(ValueError, match="expected 20"):
         build_patch_embedding(pool_time=(2, 2, 2, 2))

@@ -25,7 +25,6 @@ def patch_model(tmp_path_factory):
     """(path, model, info): a tiny patch CNN saved and loaded back as ``sedweak export`` loads it."""
     import keras
 
-    import sedweak.embeddings.models  # noqa: F401  (its layers registered before loading)
     from sedweak.embeddings.models import build_patch_embedding
     from sedweak.models.saving import ModelInfo, load_model, save_model
 

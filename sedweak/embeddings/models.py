@@ -20,37 +20,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from keras import ops
-
-from sedweak.models.layers import ConvBlock, L2Normalize
-
-PATCH_FRAMES = 20   # 200 ms at a 10 ms hop
-
-
-@keras.saving.register_keras_serializable(package="sedweak")
-class ToPatches(layers.Layer):
-    """(batch, frames, bands) -> (batch * frames // patch, patch, bands); frames must be a
-    multiple of ``patch_frames`` (a ragged tail is dropped)."""
-
-    def __init__(self, patch_frames: int = PATCH_FRAMES, **kwargs):
-        super().__init__(**kwargs)
-        self.patch_frames = patch_frames
-
-    def call(self, x):
-        usable = (ops.shape(x)[1] // self.patch_frames) * self.patch_frames
-        return ops.reshape(x[:, :usable], (-1, self.patch_frames, ops.shape(x)[2]))
-
-    def get_config(self):
-        return {**super().get_config(), "patch_frames": self.patch_frames}
-
-
-@keras.saving.register_keras_serializable(package="sedweak")
-class MeanOfPatches(layers.Layer):
-    """[(batch, frames, bands), (batch * patches, dim)] -> (batch, dim): each clip's patch mean."""
-
-    def call(self, inputs):
-        clips, patches = inputs
-        return ops.mean(ops.reshape(patches, (ops.shape(clips)[0], -1, ops.shape(patches)[-1])), axis=1)
+from sedweak.models.layers import PATCH_FRAMES, ConvBlock, L2Normalize, MeanOfPatches, ToPatches
 
 
 def build_patch_embedding(n_mels: int = 64, embedding_dim: int = 130, filters=(64, 64, 128, 128),

@@ -135,3 +135,34 @@ class L2Normalize(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
+
+
+# The WAA study's patch CNN (sedweak.embeddings.models): here, with the other layers, so that
+# load_model registers them without importing a module above sedweak.models.
+PATCH_FRAMES = 20   # 200 ms at a 10 ms hop
+
+
+@keras.saving.register_keras_serializable(package="sedweak")
+class ToPatches(layers.Layer):
+    """(batch, frames, bands) -> (batch * frames // patch, patch, bands); frames must be a
+    multiple of ``patch_frames`` (a ragged tail is dropped)."""
+
+    def __init__(self, patch_frames: int = PATCH_FRAMES, **kwargs):
+        super().__init__(**kwargs)
+        self.patch_frames = patch_frames
+
+    def call(self, x):
+        usable = (ops.shape(x)[1] // self.patch_frames) * self.patch_frames
+        return ops.reshape(x[:, :usable], (-1, self.patch_frames, ops.shape(x)[2]))
+
+    def get_config(self):
+        return {**super().get_config(), "patch_frames": self.patch_frames}
+
+
+@keras.saving.register_keras_serializable(package="sedweak")
+class MeanOfPatches(layers.Layer):
+    """[(batch, frames, bands), (batch * patches, dim)] -> (batch, dim): each clip's patch mean."""
+
+    def call(self, inputs):
+        clips, patches = inputs
+        return ops.mean(ops.reshape(patches, (ops.shape(clips)[0], -1, ops.shape(patches)[-1])), axis=1)

@@ -82,9 +82,6 @@ def load_model(path: str | Path, compile: bool = False):
     import sedweak.losses  # noqa: F401  (registers custom objects)
     import sedweak.models.frontend  # noqa: F401
     import sedweak.models.layers  # noqa: F401
-    # The WAA study's patch CNN (ToPatches, MeanOfPatches) is saved with save_model too; its
-    # layers register when their module is imported, which a fresh process has not done.
-    import sedweak.embeddings.models  # noqa: F401
     from sedweak.models.mean_teacher import MeanTeacher  # a mean-teacher run's checkpoints
 
     path = Path(path)
