@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from sedweak.config import ConfigError, load_config
-from sedweak.embeddings.self_supervised import SelfSupervisedTriplets, noisy
+from sedweak.embeddings.self_supervised import SelfSupervisedTriplets, noisy, recoloured
 
 W = 20  # window frames
 
@@ -82,6 +82,46 @@ def test_mix_and_noise_add_power_below_the_anchor():
     assert (y >= x - 1e-4).all() and gain_db == pytest.approx(10 * np.log10(1.1), abs=0.02)
 
 
+def test_recoloured_adds_a_gain_and_a_linear_tilt_over_the_bands():
+    """Golden: gain g and tilt t give x + g + t * (-0.5, -0.25, 0, 0.25, 0.5) on 5 bands."""
+    x = np.random.default_rng(0).normal(-40, 6, (30, 5)).astype(np.float32)
+    rng, probe = np.random.default_rng(3), np.random.default_rng(3)
+    gain, tilt = probe.uniform(-6, 6), probe.uniform(-12, 12)
+    y = recoloured(rng, x, 6.0, 12.0)
+    np.testing.assert_allclose(y - x, np.tile(gain + tilt * np.array([-0.5, -0.25, 0, 0.25, 0.5]), (30, 1)),
+                               atol=1e-4)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(recoloured(rng, x, 0.0, 0.0), x)   # both off: the window as it was
+    assert np.array_equal(recoloured(rng, x[:, :1], 0.0, 12.0), x[:, :1])   # one band: no tilt
+
+
+@pytest.mark.parametrize("method", ["shift", "noise", "mix", "proximity"])
+def test_channel_views_recolour_every_window_independently_and_keep_the_batch(method):
+    """With views each window of a batch is the same window without them plus a line over
+    the bands (constant in time) within the bounds; anchor and positive get their own."""
+    rng = np.random.default_rng(0)
+    recordings = [rng.normal(-40, 6, (300, 8)).astype(np.float32) for _ in range(3)]
+    plain = sampler(recordings, method, seed=4)[2][0]
+    viewed, ids = sampler(recordings, method, seed=4, view_gain_db_max=6.0, view_tilt_db_max=12.0)[2]
+    offsets = (viewed - plain).astype(np.float64)
+    np.testing.assert_allclose(offsets, np.repeat(offsets[:, :1], W, axis=1), atol=1e-3)   # one line per window
+    lines = offsets[:, 0, :]                                                               # (windows, bands)
+    steps = np.diff(lines, axis=1)
+    np.testing.assert_allclose(steps, np.repeat(steps[:, :1], 7, axis=1), atol=1e-3)       # linear in the band
+    assert (np.abs(lines.mean(axis=1)) <= 6.0 + 1e-3).all() and (np.abs(lines[:, -1] - lines[:, 0]) <= 12.0 + 1e-3).all()
+    assert not np.allclose(lines[:8], lines[8:], atol=0.1)                                 # anchor, positive apart
+    assert ids["embedding"].tolist() == list(range(8)) * 2
+
+
+def test_the_recipe_sets_the_views():
+    from sedweak.training.pretrain import triplet_batches
+
+    config = load_config(None, ["pretrain.view_gain_db_max=3", "pretrain.view_tilt_db_max=9"])
+    batches = triplet_batches(config, [ramp(200, mels=config.features.n_mels)])
+    assert (batches.view_gain_db_max, batches.view_tilt_db_max) == (3.0, 9.0)
+    assert (load_config(None, []).pretrain.view_gain_db_max, load_config(None, []).pretrain.view_tilt_db_max) == (0, 0)
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="subset"):
         SelfSupervisedTriplets([ramp(50)], W, methods=("echo",))
@@ -93,6 +133,10 @@ def test_bad_settings_are_refused():
         load_config(None, ["pretrain.methods=[echo]"])
     with pytest.raises(ConfigError, match="needs pretrain.folder"):
         load_config(None, ["pretrain.source=folder"])
+    with pytest.raises(ValueError, match="view_gain_db_max and view_tilt_db_max must be >= 0"):
+        SelfSupervisedTriplets([ramp(50)], W, view_tilt_db_max=-1.0)
+    with pytest.raises(ConfigError, match="pretrain.view_gain_db_max and pretrain.view_tilt_db_max must be >= 0"):
+        load_config(None, ["pretrain.view_gain_db_max=-3"])
     short = SelfSupervisedTriplets([ramp(5)], W, pairs_per_batch=2, methods=("noise",))   # padded to a window
     assert short[0][0].shape == (4, W, 8)
 

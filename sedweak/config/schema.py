@@ -348,6 +348,11 @@ class PretrainConfig:
     # batch): anchor and positive are windows of two train-split recordings of one foreground
     # class, id'd by class (sedweak.embeddings.self_supervised). Needs source: train_bank.
     labelled_fraction: float = 0.0
+    # Channel views: every window, anchor and positive independently, gets a uniform gain in
+    # [-max, max] dB and a linear spectral tilt of up to +-max dB across the bands (lowest to
+    # highest); 0: off (Jansen et al.'s rules alone).
+    view_gain_db_max: float = 0.0
+    view_tilt_db_max: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -360,6 +365,8 @@ class PretrainConfig:
                "pretrain: window_seconds, epochs and batches_per_epoch must be > 0")
         _check(self.pairs_per_batch >= 2, "pretrain.pairs_per_batch must be >= 2 (the other pairs are the negatives)")
         _check(self.mining in TRIPLET_MININGS, f"pretrain.mining must be one of {TRIPLET_MININGS}")
+        _check(self.view_gain_db_max >= 0 and self.view_tilt_db_max >= 0,
+               "pretrain.view_gain_db_max and pretrain.view_tilt_db_max must be >= 0")
         _check(self.noise_snr_min_db <= self.noise_snr_max_db and self.mix_gain_min_db <= self.mix_gain_max_db,
                "pretrain: noise SNR and mix gain ranges need min <= max")
         _check(self.learning_rate > 0 and self.margin >= 0 and self.proximity_seconds >= 0

@@ -21,6 +21,15 @@ order; ``y`` = pair ids (2 * pairs,), which :class:`~sedweak.embeddings.losses.T
 reads as classes: each anchor's positive is its pair, its negatives every other row.
 Batches are seeded by (seed, epoch, batch), so a resumed run sees the same ones.
 
+Channel views (``view_gain_db_max``, ``view_tilt_db_max``; 0 = off, the paper's setting):
+every window of the batch -- anchor and positive alike, independently -- then gets a
+uniform gain in [-g, g] dB and a spectral tilt, a line over the mel bands from -t/2 to
++t/2 dB with t uniform in [-tilt, tilt]. A pair then differs in level and microphone
+colour as recordings of two collections do, which the four rules alone never ask the
+network to ignore (the model's input BatchNorm has fixed per-band statistics, so a level or
+tilt change reaches the convolutions). Drawn from their own stream: the windows and rules
+are the batches' without views.
+
 Semi-supervised mixes (Jansen et al. also add a few labelled triplets): with
 ``labelled_fraction`` > 0, ``round(labelled_fraction * pairs)`` pairs of every batch (Python's
 round: to nearest, ties to even) are *labelled pairs* -- anchor and positive are windows of
@@ -55,6 +64,15 @@ def shifted(rng: np.random.Generator, x: np.ndarray, freq_shift_bands_max: int) 
     return shift_bands(out, int(rng.integers(-limit, limit + 1))) if limit > 0 else out
 
 
+def recoloured(rng: np.random.Generator, x: np.ndarray, gain_db_max: float, tilt_db_max: float) -> np.ndarray:
+    """``x`` (frames, mels) dB plus a uniform gain in [-gain_db_max, gain_db_max] dB and a
+    linear tilt over the bands, from -t/2 (lowest band) to +t/2 dB (highest), t uniform in
+    [-tilt_db_max, tilt_db_max]: a level and a microphone colour."""
+    gain = rng.uniform(-gain_db_max, gain_db_max)
+    tilt = rng.uniform(-tilt_db_max, tilt_db_max) * (np.linspace(-0.5, 0.5, x.shape[1]) if x.shape[1] > 1 else 0.0)
+    return (x + gain + tilt).astype(np.float32)
+
+
 def class_recordings(source_labels: Sequence[str | None]) -> dict[str, np.ndarray]:
     """Class -> indices of its recordings (sorted by class) in ``source_labels`` (one class
     name per recording, None = unlabelled). A class with a single recording can form no
@@ -83,6 +101,7 @@ class SelfSupervisedTriplets(EpochBatches):
         source_labels: the class of each recording (None: unlabelled, e.g. a background);
             needed when ``labelled_fraction`` > 0.
         labelled_fraction: the share of each batch's pairs that are labelled pairs, 0..1.
+        view_gain_db_max, view_tilt_db_max: the channel views (module docstring); 0: off.
 
     Raises:
         ValueError: bad sizes or methods; :class:`DataError` (a ValueError) when
@@ -95,13 +114,16 @@ class SelfSupervisedTriplets(EpochBatches):
                  noise_snr_db: tuple[float, float] = (0.0, 20.0), freq_shift_bands_max: int = 4,
                  mix_gain_db: tuple[float, float] = (-12.0, -3.0), proximity_frames: int = 500,
                  floor_db: float = -100.0, source_labels: Sequence[str | None] | None = None,
-                 labelled_fraction: float = 0.0):
+                 labelled_fraction: float = 0.0, view_gain_db_max: float = 0.0, view_tilt_db_max: float = 0.0):
         super().__init__(workers=1, use_multiprocessing=False)
         unknown = sorted(set(methods) - set(POSITIVE_METHODS))
         if unknown or not methods:
             raise ValueError(f"methods must be a non-empty subset of {POSITIVE_METHODS}, got {list(methods)}")
         if not sources:
             raise ValueError("no recordings to sample from")
+        if view_gain_db_max < 0 or view_tilt_db_max < 0:
+            raise ValueError(f"view_gain_db_max and view_tilt_db_max must be >= 0, got {view_gain_db_max}, "
+                             f"{view_tilt_db_max}")
         if pairs_per_batch < 2 or batches_per_epoch < 1 or window_frames < 1:
             raise ValueError("need pairs_per_batch >= 2 (the negatives are the other pairs), "
                              "batches_per_epoch >= 1 and window_frames >= 1")
@@ -113,6 +135,7 @@ class SelfSupervisedTriplets(EpochBatches):
         lengths = np.array([len(s) - window_frames + 1 for s in self.sources], np.float64)
         self.weights = lengths / lengths.sum()   # every window start of every recording equally likely
         self.labelled_pairs, self.classes = self._labelled_setup(source_labels, labelled_fraction)
+        self.view_gain_db_max, self.view_tilt_db_max = float(view_gain_db_max), float(view_tilt_db_max)
         self.epoch = 0
 
     def _labelled_setup(self, source_labels, fraction: float) -> tuple[int, dict[str, np.ndarray]]:
@@ -216,4 +239,7 @@ class SelfSupervisedTriplets(EpochBatches):
             more_anchors, more_positives, classes = self.labelled(labelled_rng, self.labelled_pairs)
             anchors, positives = anchors + more_anchors, positives + more_positives
         x = np.stack(anchors + positives).astype(np.float32)
+        if self.view_gain_db_max or self.view_tilt_db_max:   # its own stream too
+            view_rng = np.random.default_rng([self.seed, self.epoch, index, 0x766965])   # "vie"
+            x = np.stack([recoloured(view_rng, row, self.view_gain_db_max, self.view_tilt_db_max) for row in x])
         return x, {"embedding": self.pair_ids(classes)}

@@ -95,7 +95,8 @@ def triplet_batches(config: Config, sources: list[np.ndarray], labels: list[str 
             freq_shift_bands_max=p.freq_shift_bands_max, mix_gain_db=(p.mix_gain_min_db, p.mix_gain_max_db),
             proximity_frames=int(round(p.proximity_seconds * fps)),
             floor_db=float(10.0 * np.log10(config.features.amin_power)),
-            source_labels=labels, labelled_fraction=p.labelled_fraction)
+            source_labels=labels, labelled_fraction=p.labelled_fraction,
+            view_gain_db_max=p.view_gain_db_max, view_tilt_db_max=p.view_tilt_db_max)
     except DataError as err:   # the labelled pairs' classes: name the bank and the setting
         raise DataError(f"{config.data.soundbank} (train split): pretrain.labelled_fraction="
                         f"{p.labelled_fraction}: {err}") from None
