@@ -58,14 +58,16 @@ def demo_features():
 def modules_loaded_by():
     """``loaded(code, names)``: which of the top-level modules ``names`` a fresh Python has
     imported after running ``code`` (sorted): the "imports no heavy module" checks."""
+    import json
     import subprocess
     import sys
 
     def loaded(code: str, names) -> list[str]:
-        report = f"\nimport sys\nprint(sorted({{m.split('.')[0] for m in sys.modules}} & {set(names)!r}))"
+        report = ("\nimport json, sys\n"
+                  f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {set(names)!r})))")
         done = subprocess.run([sys.executable, "-c", code + report], capture_output=True, text=True,
                               timeout=120, check=False)
         assert done.returncode == 0, done.stderr
-        return eval(done.stdout.strip().splitlines()[-1])
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
     return loaded

@@ -119,7 +119,8 @@ def test_the_recipe_sets_the_views():
     config = load_config(None, ["pretrain.view_gain_db_max=3", "pretrain.view_tilt_db_max=9"])
     batches = triplet_batches(config, [ramp(200, mels=config.features.n_mels)])
     assert (batches.view_gain_db_max, batches.view_tilt_db_max) == (3.0, 9.0)
-    assert (load_config(None, []).pretrain.view_gain_db_max, load_config(None, []).pretrain.view_tilt_db_max) == (0, 0)
+    default = load_config(None, []).pretrain
+    assert (default.view_gain_db_max, default.view_tilt_db_max) == (0, 0)
 
 
 def test_bad_settings_are_refused():
